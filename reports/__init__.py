@@ -1,0 +1,1 @@
+"""Aggregation of result CSV/JSON files into tables, plots and an HTML report (reads files only)."""

@@ -1,0 +1,1 @@
+"""Training: offline datasets, networks, offline RL, online DQN, distillation and evaluation."""
