@@ -19,6 +19,8 @@ from gymnasium.vector.utils import batch_space
 from gridworld.core import MAX_STEPS, N_ACTIONS, GridModel, build_model, draw_start_index
 from gridworld.env import RENDER_FPS, observation_space
 
+_MODE_ALIASES = {"next-step": AutoresetMode.NEXT_STEP, "same-step": AutoresetMode.SAME_STEP}
+
 
 class GridWorldVectorEnv(VectorEnv):
     """``num_envs`` gridworlds on one layout. ``autoreset_mode`` is ``NEXT_STEP`` (Gymnasium's default:
@@ -37,9 +39,9 @@ class GridWorldVectorEnv(VectorEnv):
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be ≥ 1, got {num_envs}")
-        mode = AutoresetMode(autoreset_mode)
+        mode = AutoresetMode(_MODE_ALIASES.get(autoreset_mode, autoreset_mode))
         if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
-            raise ValueError(f"autoreset_mode {mode.value!r} is not supported; use next-step or same-step")
+            raise ValueError(f"autoreset_mode {mode.value!r} is not supported; use NextStep or SameStep")
         self.model = model if model is not None else build_model(layout, obs_mode, layout_seed)
         self.num_envs = num_envs
         self.max_steps = max_steps
