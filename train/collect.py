@@ -17,17 +17,13 @@ same configuration always produces byte-identical arrays.
 from __future__ import annotations
 
 import argparse
-import ast
-import inspect
-import itertools
 import json
 import math
 import sys
 import textwrap
 import time
-import typing
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -37,6 +33,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from tqdm import tqdm
 
+from common.cli import dataclass_parser, parse_dataclass
 from gridworld.core import ACTION_NAMES, MAX_STEPS, N_ACTIONS, OBS_MODES
 from gridworld.env import ENV_ID
 from gridworld.layouts import make_layout
@@ -303,26 +300,6 @@ def summary(dataset: Dataset, out: Path, plot_paths: Sequence[Path], plot_second
     return textwrap.fill(text, width=110, break_on_hyphens=False, break_long_words=False)
 
 
-def _field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each dataclass field (CleanRL/tyro style), read from the source for --help."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError, SyntaxError):  # no source available (frozen app): plain flags
-        return {}
-    docs: dict[str, str] = {}
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-    for node, after in itertools.pairwise(body):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(after, ast.Expr)
-            and isinstance(after.value, ast.Constant)
-            and isinstance(after.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(after.value.value.split())
-    return docs
-
-
 def _mix_arg(text: str) -> tuple[float, float, float]:
     try:
         return normalise_mix(text)
@@ -332,38 +309,21 @@ def _mix_arg(text: str) -> tuple[float, float, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     """argparse generated from :class:`CollectConfig`, so a new field is a new flag with its own help."""
-    parser = argparse.ArgumentParser(
+    return dataclass_parser(
+        CollectConfig,
         prog="python -m train.collect",
         description=(__doc__ or "").split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        overrides={
+            "policy": {"choices": POLICIES},
+            "obs_mode": {"choices": OBS_MODES},
+            "mix": {"type": _mix_arg, "metavar": "R,E,O"},
+        },
     )
-    docs = _field_docs(CollectConfig)
-    hints = typing.get_type_hints(CollectConfig)
-    choices = {"policy": POLICIES, "obs_mode": OBS_MODES}
-    for f in fields(CollectConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kwargs: dict[str, Any] = {"dest": f.name, "default": f.default, "help": docs.get(f.name, "")}
-        hint = hints[f.name]
-        if hint is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif f.name == "mix":
-            kwargs.update(type=_mix_arg, metavar="R,E,O", default=",".join(f"{w:.4g}" for w in f.default))
-        else:
-            kwargs["type"] = hint
-            if f.name in choices:
-                kwargs["choices"] = choices[f.name]
-        parser.add_argument(flag, **kwargs)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: collect, save atomically, plot, summarise. Bad arguments exit 2 before any file is written."""
-    parser = build_parser()
-    args = vars(parser.parse_args(argv))  # argparse runs _mix_arg on the string default too
-    try:
-        config = CollectConfig(**args)
-    except ValueError as err:
-        parser.error(str(err))
+    config = parse_dataclass(CollectConfig, build_parser(), list(argv) if argv is not None else None)
     dataset = collect(config)
     out = Path(config.out)
     save_dataset(out, dataset)

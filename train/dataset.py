@@ -7,8 +7,6 @@ the problem; nothing is ever unpickled (``allow_pickle=False``).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -17,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from common.fileio import atomic_write, atomic_write_text
 from gridworld.core import N_ACTIONS
 
 KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "episode_ids")
@@ -141,19 +140,6 @@ def load_dataset(path: str | Path) -> Dataset:
     return Dataset(**{k: arrays[k] for k in KEYS}, metadata=metadata)
 
 
-def _atomic_write(path: Path, write: Any, suffix: str) -> None:
-    """Write through a temp file in the same folder, then rename: a crash leaves no half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_dataset(path: str | Path, dataset: Dataset) -> None:
     """Validate, then write ``path`` (.npz) and ``<stem>.metadata.json``/``.txt`` beside it, atomically."""
     path = Path(path)
@@ -172,6 +158,6 @@ def save_dataset(path: str | Path, dataset: Dataset) -> None:
     except TypeError as err:
         raise DatasetError(f"{path}: metadata is not JSON-serialisable ({err})") from err
     text = "\n".join(f"{k}: {v}" for k, v in meta.items()) + "\n"
-    _atomic_write(path, write_npz, ".npz")
-    _atomic_write(metadata_path(path), lambda tmp: Path(tmp).write_text(meta_json), ".json")
-    _atomic_write(metadata_path(path, ".txt"), lambda tmp: Path(tmp).write_text(text), ".txt")
+    atomic_write(path, write_npz)
+    atomic_write_text(metadata_path(path), meta_json)
+    atomic_write_text(metadata_path(path, ".txt"), text)
