@@ -145,8 +145,9 @@ def _egocentric_windows(grid: np.ndarray, xs: np.ndarray, ys: np.ndarray, hs: np
 def draw_start_index(rng: np.random.Generator, n_starts: int) -> int:
     """The one way a start is drawn, shared by the single and the batched env so their episodes match.
 
-    ``rng.random()`` costs a third of ``rng.integers()`` per call, which matters when thousands of
-    batched envs reset; the bias of flooring a 53-bit float is far below anything measurable.
+    A uniform, not ``rng.integers()``: the batched env pre-draws blocks of uniforms per env
+    (``rng.random(k)`` gives the same numbers as k calls of ``rng.random()``), which keeps the two
+    identical while its resets stay vectorised. The bias of flooring a 53-bit float is negligible.
     """
     return int(rng.random() * n_starts)
 

@@ -16,9 +16,11 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from gridworld.core import MAX_STEPS, N_ACTIONS, GridModel, build_model, draw_start_index
+from gridworld.core import MAX_STEPS, N_ACTIONS, GridModel, build_model
 from gridworld.env import RENDER_FPS, observation_space
 
+_DRAW_BLOCK = 64
+"""Uniforms each sub-env pre-draws for its future resets."""
 _MODE_ALIASES = {"next-step": AutoresetMode.NEXT_STEP, "same-step": AutoresetMode.SAME_STEP}
 
 
@@ -69,6 +71,8 @@ class GridWorldVectorEnv(VectorEnv):
                 raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} envs")
         if seed is not None or self._rngs is None:
             self._rngs = [seeding.np_random(s)[0] for s in seeds]
+            self._uniforms = np.empty((self.num_envs, _DRAW_BLOCK))
+            self._next_uniform = np.full(self.num_envs, _DRAW_BLOCK)  # every buffer starts empty
         self._draw_starts(np.arange(self.num_envs))
         self._autoreset[:] = False
         return self._observe(), {}
@@ -78,9 +82,20 @@ class GridWorldVectorEnv(VectorEnv):
         return np.take(self.model.observations, self.states, axis=0)
 
     def _draw_starts(self, idx: np.ndarray) -> None:
-        starts, n = self.model.start_states, len(self.model.start_states)
-        rngs = self._rngs
-        self.states[idx] = starts[[draw_start_index(rngs[i], n) for i in idx.tolist()]]
+        """Draw a start for each env in ``idx`` from its own generator's stream of uniforms.
+
+        A single env draws ``rng.random()`` once per reset (:func:`draw_start_index`); ``rng.random(k)``
+        yields the same numbers in the same order, so each env pre-draws a block of them and resets
+        become array operations instead of one Python call per env.
+        """
+        empty = idx[self._next_uniform[idx] == _DRAW_BLOCK]
+        for i in empty.tolist():
+            self._uniforms[i] = self._rngs[i].random(_DRAW_BLOCK)
+        self._next_uniform[empty] = 0
+        u = self._uniforms[idx, self._next_uniform[idx]]
+        self._next_uniform[idx] += 1
+        n = len(self.model.start_states)
+        self.states[idx] = self.model.start_states[(u * n).astype(np.int64)]
         self.steps[idx] = 0
 
     def step(

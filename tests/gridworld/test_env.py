@@ -8,7 +8,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-import gridworld.env  # noqa: F401  (registers the ids)
+import gridworld.env
+import gridworld.vector
 from gridworld.env import ENV_ID, GridWorldEnv
 from gridworld.vector import GridWorldVectorEnv
 
@@ -59,7 +60,12 @@ def _trace(envs, seed: int, steps: int, actions: np.ndarray) -> list:
 
 @pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
 @pytest.mark.parametrize("obs_mode", ["vector", "image"])
-def test_vector_env_equals_n_single_envs(mode: AutoresetMode, obs_mode: str) -> None:
+@pytest.mark.parametrize("draw_block", [64, 2])
+def test_vector_env_equals_n_single_envs(
+    mode: AutoresetMode, obs_mode: str, draw_block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a block of 2 pre-drawn start uniforms makes every env refill its block several times
+    monkeypatch.setattr(gridworld.vector, "_DRAW_BLOCK", draw_block)
     n, steps = 8, 400  # long enough for truncations (100 steps) and goal terminations
     rng = np.random.default_rng(1)
     actions = rng.integers(0, 3, (steps, n))
