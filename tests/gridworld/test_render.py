@@ -119,3 +119,27 @@ def test_play_help_exits_zero() -> None:
         [sys.executable, "-m", "gridworld.play", "--help"], capture_output=True, text=True, check=True
     )
     assert "--max-frames" in out.stdout
+
+
+def test_play_reads_posted_pygame_events_by_default() -> None:
+    import pygame
+
+    from gridworld.play import KEY_TO_ACTION, play
+
+    assert KEY_TO_ACTION[pygame.K_LEFT] == 0 and KEY_TO_ACTION[pygame.K_UP] == FORWARD
+    pygame.display.init()  # the event queue needs the video subsystem; play's window reuses it
+    for key in (pygame.K_LEFT, pygame.K_UP, pygame.K_q):
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=key))
+    result = play(start=(0, 1, 0), fps=0, max_frames=50, echo=lambda _: None)
+    assert result.quit_reason == "quit"
+    assert result.agent == (0, 0, 3)  # turn left (north), forward
+
+
+def test_play_cli_stops_after_max_frames() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "gridworld.play", "--max-frames", "3", "--fps", "0", "--seed", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "3 frames" in out.stdout

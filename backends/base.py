@@ -1,0 +1,84 @@
+"""The one inference interface every runtime implements (DESIGN.md §6).
+
+A backend loads one artifact (after its sha256 is checked against the manifest) and maps a float32
+batch ``[N, obs_dim]`` to Q-values/logits ``[N, n_actions]``; the caller takes the argmax.
+Capabilities are class attributes, so no list of names elsewhere needs to know them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from backends.manifest import ArtifactEntry, Manifest, verify_artifact
+
+
+class BackendUnavailable(RuntimeError):
+    """The runtime a backend needs is not installed or has no usable device; says what to install."""
+
+
+class Backend(ABC):
+    name: ClassVar[str]
+    """Registry name (``onnxruntime``, ``openvino`` …)."""
+    formats: ClassVar[tuple[str, ...]]
+    """Artifact formats it can load (``onnx``, ``openvino``, ``tensorrt``, ``torch``)."""
+    needs_gpu: ClassVar[bool] = False
+    precisions: ClassVar[tuple[str, ...] | None] = None
+    """Precisions it can run (``fp32``, ``fp16``, ``int8``); None means any its formats can hold."""
+    package: ClassVar[str]
+    """What to ``pip install`` (or otherwise install) when the runtime is missing."""
+
+    def __init__(self, path: Path, obs_dim: int, n_actions: int, settings: dict[str, Any] | None = None):
+        self.path = Path(path)
+        self.obs_dim = obs_dim
+        self.n_actions = n_actions
+        self.settings = dict(settings or {})
+
+    @classmethod
+    def runs(cls, fmt: str, precision: str) -> bool:
+        """Whether an artifact of this format and precision can run here (export lists only those)."""
+        return fmt in cls.formats and (cls.precisions is None or precision in cls.precisions)
+
+    @classmethod  # noqa: B027 (an optional hook: most runtimes need no check beyond their import)
+    def check_available(cls) -> None:
+        """Raise :class:`BackendUnavailable` if the runtime cannot be used here (import is lazy)."""
+
+    @classmethod
+    def from_manifest(
+        cls, manifest: Manifest, entry: ArtifactEntry, settings: dict[str, Any] | None = None
+    ) -> Backend:
+        """Verify the artifact's hash, then load it."""
+        if entry.format not in cls.formats:
+            raise ValueError(f"backend {cls.name} loads {cls.formats}, not {entry.format} ({entry.name})")
+        cls.check_available()
+        path = verify_artifact(manifest, entry)
+        backend = cls(path, int(np.prod(manifest.env["obs_shape"])), int(manifest.env["n_actions"]), settings)
+        backend.load()
+        return backend
+
+    @abstractmethod
+    def load(self) -> None:
+        """Create the runtime session; refuse a model whose input/output shapes do not fit."""
+
+    @abstractmethod
+    def infer(self, obs: np.ndarray) -> np.ndarray:
+        """float32 ``[N, obs_dim]`` → ``[N, n_actions]``."""
+
+    def infer_one(self, obs: np.ndarray) -> np.ndarray:
+        """One observation ``[obs_dim]`` → ``[n_actions]``; backends override this for the per-frame path."""
+        return self.infer(np.asarray(obs, dtype=np.float32).reshape(1, -1))[0]
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release the runtime's resources."""
+
+    def runtime_version(self) -> str:
+        return "unknown"
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,477 @@
+"""A pure-numpy reference backend: evaluates an MLP straight from an ONNX file's initializers.
+
+Why it exists: it is the parity oracle that needs neither torch nor any inference runtime, and the
+latency floor (a few BLAS calls per frame) the real runtimes are compared against.
+
+Why it carries its own ONNX reader: an ``.onnx`` file is a protobuf message, and the device-side
+``edge`` extra does not install the ``onnx`` package (nor should the oracle depend on onnxruntime, the
+runtime it checks). The subset of the protobuf wire format an MLP needs — model → graph → nodes,
+initializers, inputs, outputs — is about a hundred lines; the tests cross-check it against
+``onnx.numpy_helper`` wherever ``onnx`` is installed.
+
+Supported graphs: one chain from the single float input to the single output of ``Gemm``,
+``MatMul`` (+ ``Add``), ``Relu``, float ``Cast`` and ``Identity`` nodes, with constant weights (fp32,
+fp64 or fp16; fp16 is upcast and computed in fp32). Quantized graphs (QDQ, integer matmuls),
+convolutions and anything branching are refused with the list of supported ops.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from backends.base import Backend
+
+SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Relu", "Cast", "Identity", "Constant")
+_QUANT_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "MatMulInteger",
+        "QLinearMatMul",
+        "QGemm",
+        "ConvInteger",
+        "QLinearConv",
+        "MatMulIntegerToFloat",
+        "DynamicQuantizeMatMul",
+    }
+)
+# TensorProto.DataType codes → numpy dtypes (only those a float MLP can carry).
+_DTYPES: dict[int, Any] = {
+    1: np.float32,
+    2: np.uint8,
+    3: np.int8,
+    6: np.int32,
+    7: np.int64,
+    10: np.float16,
+    11: np.float64,
+}
+_FLOAT_CODES = frozenset({1, 10, 11})
+_EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
+
+
+class OnnxReadError(ValueError):
+    """The file is not a readable ONNX model, or uses something this reader does not handle."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# Protobuf wire format (https://protobuf.dev/programming-guides/encoding/): just enough to walk ONNX.
+# --------------------------------------------------------------------------------------------------------
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise OnnxReadError("truncated varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise OnnxReadError("varint longer than 10 bytes")
+
+
+def _signed(value: int) -> int:
+    """int64 fields are two's complement in 10 varint bytes when negative."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
+    """Yield ``(field number, wire type, value)``; ``value`` is an int (varint) or bytes (others)."""
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1:
+            value, pos = buf[pos : pos + 8], pos + 8
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            value, pos = buf[pos : pos + length], pos + length
+        elif wire == 5:
+            value, pos = buf[pos : pos + 4], pos + 4
+        else:
+            raise OnnxReadError(f"unsupported protobuf wire type {wire} (field {number})")
+        if pos > end:
+            raise OnnxReadError(f"truncated protobuf field {number}")
+        yield number, wire, value
+
+
+def _packed_varints(wire: int, value: Any) -> list[int]:
+    """A repeated integer field: packed (one length-delimited blob) or one varint per occurrence."""
+    if wire == 0:
+        return [_signed(value)]
+    out, pos = [], 0
+    while pos < len(value):
+        v, pos = _varint(value, pos)
+        out.append(_signed(v))
+    return out
+
+
+@dataclass
+class _Tensor:
+    name: str = ""
+    dims: list[int] = field(default_factory=list)
+    data_type: int = 0
+    raw: bytes | None = None
+    float_data: list[float] = field(default_factory=list)
+    int_data: list[int] = field(default_factory=list)
+    double_data: list[float] = field(default_factory=list)
+    external: bool = False
+
+    def array(self) -> np.ndarray:
+        if self.external:
+            raise OnnxReadError(
+                f"initializer {self.name!r} is stored in an external data file; re-export the model as one "
+                "file (torch.onnx.export(..., external_data=False))"
+            )
+        dtype = _DTYPES.get(self.data_type)
+        if dtype is None:
+            raise OnnxReadError(f"initializer {self.name!r} has unsupported ONNX data type {self.data_type}")
+        count = int(np.prod(self.dims)) if self.dims else 1
+        if self.raw is not None:
+            arr = np.frombuffer(self.raw, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
+        elif self.data_type == 1:
+            arr = np.asarray(self.float_data, dtype=np.float32)
+        elif self.data_type == 11:
+            arr = np.asarray(self.double_data, dtype=np.float64)
+        elif self.data_type == 10:  # fp16 values travel as uint16 bit patterns in int32_data
+            arr = np.asarray(self.int_data, dtype=np.uint16).view(np.float16)
+        else:
+            arr = np.asarray(self.int_data, dtype=dtype)
+        if arr.size != count:
+            raise OnnxReadError(f"initializer {self.name!r}: {arr.size} values for dims {self.dims}")
+        return arr.reshape(self.dims)
+
+
+def _tensor(buf: bytes) -> _Tensor:
+    t = _Tensor()
+    for number, wire, value in _fields(buf):
+        if number == 1:
+            t.dims.extend(_packed_varints(wire, value))
+        elif number == 2:
+            t.data_type = value
+        elif number == 4:
+            t.float_data.extend(struct.unpack(f"<{len(value) // 4}f", value))
+        elif number in (5, 7):
+            t.int_data.extend(_packed_varints(wire, value))
+        elif number == 8:
+            t.name = value.decode()
+        elif number == 9:
+            t.raw = bytes(value)
+        elif number == 10:
+            t.double_data.extend(struct.unpack(f"<{len(value) // 8}d", value))
+        elif number == 14:
+            t.external = value == _EXTERNAL
+    return t
+
+
+@dataclass
+class _Node:
+    op_type: str = ""
+    domain: str = ""
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def _attribute(buf: bytes) -> tuple[str, Any]:
+    name, value_out, floats, ints = "", None, [], []
+    for number, wire, value in _fields(buf):
+        if number == 1:
+            name = value.decode()
+        elif number == 2:
+            value_out = struct.unpack("<f", value)[0]
+        elif number == 3:
+            value_out = _signed(value)
+        elif number == 4:
+            value_out = bytes(value)
+        elif number == 5:
+            value_out = _tensor(value)
+        elif number == 7:
+            floats.extend(struct.unpack(f"<{len(value) // 4}f", value))
+        elif number == 8:
+            ints.extend(_packed_varints(wire, value))
+    if value_out is None:
+        value_out = floats or ints
+    return name, value_out
+
+
+def _node(buf: bytes) -> _Node:
+    n = _Node()
+    for number, _, value in _fields(buf):
+        if number == 1:
+            n.inputs.append(value.decode())
+        elif number == 2:
+            n.outputs.append(value.decode())
+        elif number == 4:
+            n.op_type = value.decode()
+        elif number == 7:
+            n.domain = value.decode()
+        elif number == 5:
+            key, attr = _attribute(value)
+            n.attrs[key] = attr
+    return n
+
+
+@dataclass
+class _ValueInfo:
+    name: str
+    elem_type: int
+    shape: list[int | str]
+    """``int`` for a fixed size, the ``dim_param`` name (or ``"?"``) for a dynamic one."""
+
+
+def _value_info(buf: bytes) -> _ValueInfo:
+    name, elem_type, shape = "", 0, []
+    for number, _, value in _fields(buf):
+        if number == 1:
+            name = value.decode()
+        elif number == 2:  # TypeProto
+            for tnum, _, tval in _fields(value):
+                if tnum != 1:  # tensor_type
+                    continue
+                for num2, _, val2 in _fields(tval):
+                    if num2 == 1:
+                        elem_type = val2
+                    elif num2 == 2:  # TensorShapeProto
+                        for dnum, _, dval in _fields(val2):
+                            if dnum != 1:
+                                continue
+                            dim: int | str = "?"
+                            for num3, _, val3 in _fields(dval):
+                                dim = _signed(val3) if num3 == 1 else val3.decode()
+                            shape.append(dim)
+    return _ValueInfo(name, elem_type, shape)
+
+
+@dataclass
+class OnnxGraph:
+    """The parts of an ONNX model an MLP evaluator needs."""
+
+    nodes: list[_Node]
+    initializers: dict[str, _Tensor]
+    inputs: list[_ValueInfo]
+    outputs: list[_ValueInfo]
+
+    def initializer_arrays(self) -> dict[str, np.ndarray]:
+        return {name: t.array() for name, t in self.initializers.items()}
+
+
+def read_onnx(data: bytes) -> OnnxGraph:
+    """Parse a serialized ``ModelProto`` into nodes, initializers and graph inputs/outputs."""
+    graph_buf = None
+    for number, wire, value in _fields(data):
+        if number == 7 and wire == 2:
+            graph_buf = value
+    if graph_buf is None:
+        raise OnnxReadError("no graph in the file (is it an ONNX model?)")
+    nodes, inits, inputs, outputs = [], {}, [], []
+    for number, wire, value in _fields(graph_buf):
+        if wire != 2:
+            continue
+        if number == 1:
+            nodes.append(_node(value))
+        elif number == 5:
+            t = _tensor(value)
+            inits[t.name] = t
+        elif number == 11:
+            inputs.append(_value_info(value))
+        elif number == 12:
+            outputs.append(_value_info(value))
+        elif number == 15:
+            raise OnnxReadError("sparse initializers are not supported by the numpy reference")
+    # Older exporters also list initializers as graph inputs; only the rest are real inputs.
+    inputs = [vi for vi in inputs if vi.name not in inits]
+    return OnnxGraph(nodes, inits, inputs, outputs)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Lowering: the node list → a chain of affine layers with optional ReLU.
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Layer:
+    """``y = x @ weight + bias``, then ReLU if ``relu``; weights stored ``[in, out]`` float32."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    relu: bool = False
+
+
+def _unsupported(op: str, why: str) -> OnnxReadError:
+    return OnnxReadError(
+        f"{why} ({op}); the numpy reference evaluates float MLP chains of {', '.join(SUPPORTED_OPS)} only — "
+        "run quantized, convolutional or other graphs with onnxruntime or openvino"
+    )
+
+
+def lower_to_layers(graph: OnnxGraph) -> tuple[list[Layer], str]:
+    """Walk the single chain from the graph input to its output; return the layers and the input's name."""
+    quant = sorted({n.op_type for n in graph.nodes if n.op_type in _QUANT_OPS})
+    if quant:
+        raise _unsupported(", ".join(quant), "quantized graph")
+    int_inits = [n for n, t in graph.initializers.items() if t.data_type in (2, 3)]
+    if int_inits:
+        raise _unsupported(f"int8 initializers {int_inits[:3]}", "quantized graph")
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise OnnxReadError(
+            f"expected one input and one output, found inputs {[v.name for v in graph.inputs]} and "
+            f"outputs {[v.name for v in graph.outputs]}"
+        )
+    consts = graph.initializer_arrays()
+    current = graph.inputs[0].name
+    layers: list[Layer] = []
+    pending_add: Layer | None = None  # a MatMul that may still receive its bias from an Add
+    for node in graph.nodes:
+        op = node.op_type
+        if node.domain not in ("", "ai.onnx"):
+            raise _unsupported(f"{node.domain}.{op}", "custom-domain operator")
+        if op == "Constant":
+            tensor = node.attrs.get("value")
+            if not isinstance(tensor, _Tensor):
+                raise _unsupported(op, "Constant without a tensor 'value'")
+            consts[node.outputs[0]] = tensor.array()
+            continue
+        if op not in SUPPORTED_OPS:
+            raise _unsupported(op, "unsupported operator")
+        dynamic = [i for i in node.inputs if i and i not in consts]
+        if dynamic != [current]:
+            raise _unsupported(op, f"not a single chain: node inputs {node.inputs} (chain is at {current!r})")
+        if op == "Gemm":
+            if node.attrs.get("transA", 0):
+                raise _unsupported(op, "Gemm with transA=1")
+            if node.inputs[0] != current:
+                raise _unsupported(op, "Gemm whose activation is not input A")
+            w = consts[node.inputs[1]].astype(np.float32)
+            if node.attrs.get("transB", 0):
+                w = w.T
+            w = w * np.float32(node.attrs.get("alpha", 1.0))
+            b = np.zeros(w.shape[1], np.float32)
+            if len(node.inputs) > 2 and node.inputs[2]:
+                b = b + np.float32(node.attrs.get("beta", 1.0)) * consts[node.inputs[2]].astype(np.float32)
+            layers.append(Layer(np.ascontiguousarray(w), _as_bias(b, w.shape[1], op)))
+            pending_add = None
+        elif op == "MatMul":
+            if node.inputs[0] != current:
+                raise _unsupported(op, "MatMul whose activation is the right operand")
+            w = consts[node.inputs[1]].astype(np.float32)
+            if w.ndim != 2:
+                raise _unsupported(op, f"MatMul with a {w.ndim}-D weight")
+            pending_add = Layer(np.ascontiguousarray(w), np.zeros(w.shape[1], np.float32))
+            layers.append(pending_add)
+        elif op == "Add":
+            if pending_add is None:
+                raise _unsupported(op, "Add that does not follow a MatMul")
+            other = next(i for i in node.inputs if i != current)
+            pending_add.bias = _as_bias(pending_add.bias + consts[other].astype(np.float32), None, op)
+            pending_add = None
+        elif op == "Relu":
+            if not layers or layers[-1].relu:
+                raise _unsupported(op, "Relu that does not follow an affine layer")
+            layers[-1].relu = True
+            pending_add = None
+        elif op == "Cast":
+            if node.attrs.get("to") not in _FLOAT_CODES:
+                raise _unsupported(op, f"Cast to non-float type {node.attrs.get('to')}")
+        current = node.outputs[0]
+    if current != graph.outputs[0].name:
+        raise OnnxReadError(
+            f"the chain ends at {current!r}, not at the graph output {graph.outputs[0].name!r}"
+        )
+    if not layers:
+        raise OnnxReadError("the graph has no affine layer")
+    for prev, nxt in itertools.pairwise(layers):
+        if prev.weight.shape[1] != nxt.weight.shape[0]:
+            raise OnnxReadError(f"layer shapes do not chain: {prev.weight.shape} then {nxt.weight.shape}")
+    return layers, graph.inputs[0].name
+
+
+def _as_bias(b: np.ndarray, width: int | None, op: str) -> np.ndarray:
+    b = np.asarray(b, dtype=np.float32)
+    if b.ndim > 1 and b.shape[0] != 1:
+        raise _unsupported(op, f"bias of shape {b.shape} (must broadcast over the batch)")
+    b = b.reshape(-1)
+    if width is not None and b.size == 1:
+        b = np.full(width, b[0], np.float32)
+    return np.ascontiguousarray(b)
+
+
+class NumpyBackend(Backend):
+    """Runs an ONNX MLP with numpy only: the torch-free parity oracle and latency floor."""
+
+    name: ClassVar[str] = "numpy"
+    formats: ClassVar[tuple[str, ...]] = ("onnx",)
+    precisions: ClassVar[tuple[str, ...] | None] = ("fp32", "fp16")  # no QDQ/int8 emulation
+    package: ClassVar[str] = "numpy"
+
+    layers: list[Layer]
+
+    def load(self) -> None:
+        try:
+            data = self.path.read_bytes()
+        except OSError as err:
+            raise OnnxReadError(f"{self.path}: cannot read the model ({err})") from err
+        try:
+            graph = read_onnx(data)
+            self.layers, _ = lower_to_layers(graph)
+        except OnnxReadError as err:
+            raise OnnxReadError(f"{self.path}: {err}") from err
+        except (UnicodeDecodeError, struct.error, IndexError, KeyError) as err:
+            raise OnnxReadError(f"{self.path}: not a valid ONNX model ({err!r}); re-export it") from err
+        in_dim, out_dim = self.layers[0].weight.shape[0], self.layers[-1].weight.shape[1]
+        if in_dim != self.obs_dim:
+            raise ValueError(
+                f"{self.path}: model takes observations of size {in_dim}, "
+                f"the manifest's env has {self.obs_dim}"
+            )
+        if out_dim != self.n_actions:
+            raise ValueError(
+                f"{self.path}: model outputs {out_dim} values, the env has {self.n_actions} actions"
+            )
+        # Per-frame path: preallocated hidden buffers, one matmul/add/max per layer and no temporaries.
+        self._hidden = [np.empty(layer.weight.shape[1], np.float32) for layer in self.layers[:-1]]
+        self._plan = [
+            (layer.weight, layer.bias, buf, layer.relu)
+            for layer, buf in zip(self.layers, self._hidden, strict=False)
+        ]
+        self._last = self.layers[-1]
+
+    def infer(self, obs: np.ndarray) -> np.ndarray:
+        x = np.asarray(obs, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.obs_dim:
+            raise ValueError(f"expected observations [N, {self.obs_dim}], got shape {x.shape}")
+        for layer in self.layers:
+            x = x @ layer.weight
+            x += layer.bias
+            if layer.relu:
+                np.maximum(x, 0.0, out=x)
+        return x
+
+    def infer_one(self, obs: np.ndarray) -> np.ndarray:
+        x = obs if obs.dtype == np.float32 else np.asarray(obs, dtype=np.float32)
+        for w, b, buf, relu in self._plan:
+            np.dot(x, w, out=buf)
+            buf += b
+            if relu:
+                np.maximum(buf, 0.0, out=buf)
+            x = buf
+        q = np.dot(x, self._last.weight)
+        q += self._last.bias
+        if self._last.relu:
+            np.maximum(q, 0.0, out=q)
+        return q
+
+    def runtime_version(self) -> str:
+        return f"numpy {np.__version__}"

@@ -1,0 +1,108 @@
+"""onnxruntime backend: runs ``.onnx`` artifacts (fp32, fp16, int8 dynamic and QDQ) on the CPU or a listed EP.
+
+Torch-free and lazy: ``onnxruntime`` is imported inside the methods, so a device without it gets a
+:class:`BackendUnavailable` naming the package instead of an ImportError at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from backends.base import Backend, BackendUnavailable
+
+DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise BackendUnavailable(
+            f"the onnxruntime backend needs the onnxruntime package: pip install onnxruntime ({err})"
+        ) from err
+    return onnxruntime
+
+
+def _ort_errors() -> tuple[type[BaseException], ...]:
+    """The exception types a session raises: pybind classes that derive from ``Exception`` directly."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidArgument", "InvalidProtobuf", "InvalidGraph", "NoSuchFile", "RuntimeException")
+    return tuple(getattr(state, n) for n in names if hasattr(state, n))
+
+
+def _dim_matches(dim: object, expected: int) -> bool:
+    """A fixed dimension must equal ``expected``; a symbolic one (str/None) is accepted."""
+    return not isinstance(dim, int) or dim == expected
+
+
+class OnnxRuntimeBackend(Backend):
+    name: ClassVar[str] = "onnxruntime"
+    formats: ClassVar[tuple[str, ...]] = ("onnx",)
+    needs_gpu: ClassVar[bool] = False
+    package: ClassVar[str] = "onnxruntime"
+
+    @classmethod
+    def check_available(cls) -> None:
+        _ort()
+
+    def load(self) -> None:
+        ort = _ort()
+        options = ort.SessionOptions()
+        # One intra-op thread is fastest for a model this small (PITFALLS: onnxruntime).
+        options.intra_op_num_threads = int(self.settings.get("intra_op_threads", 1))
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        available = set(ort.get_available_providers())
+        wanted = self.settings.get("providers", DEFAULT_PROVIDERS)
+        self.providers = [p for p in wanted if p in available] or list(DEFAULT_PROVIDERS)
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
+        except _ort_errors() as err:
+            raise RuntimeError(f"{self.path}: onnxruntime could not load the model ({err})") from err
+        self._check_signature()
+        self._input = self.session.get_inputs()[0].name
+        self._outputs = [self.session.get_outputs()[0].name]
+        # infer_one writes into this buffer: no allocation or dict building per frame.
+        self._one = np.zeros((1, self.obs_dim), dtype=np.float32)
+        self._feed = {self._input: self._one}
+
+    def _check_signature(self) -> None:
+        """Refuse a model that is not ``float32 [N, obs_dim] → [N, n_actions]`` (wrong env or wrong file)."""
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1:
+            raise ValueError(f"{self.path}: expected one input [N, {self.obs_dim}], found {len(inputs)}")
+        arg = inputs[0]
+        if arg.type != "tensor(float)" or len(arg.shape) != 2 or not _dim_matches(arg.shape[1], self.obs_dim):
+            raise ValueError(
+                f"{self.path}: input {arg.name!r} is {arg.type} {arg.shape}, expected tensor(float) "
+                f"[N, {self.obs_dim}]; the artifact was exported for another observation mode"
+            )
+        out = outputs[0]
+        if (
+            out.type != "tensor(float)"
+            or len(out.shape) != 2
+            or not _dim_matches(out.shape[1], self.n_actions)
+        ):
+            raise ValueError(
+                f"{self.path}: output {out.name!r} is {out.type} {out.shape}, expected tensor(float) "
+                f"[N, {self.n_actions}]"
+            )
+
+    def infer(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.ascontiguousarray(obs, dtype=np.float32)
+        if obs.ndim != 2 or obs.shape[1] != self.obs_dim:
+            raise ValueError(f"expected observations [N, {self.obs_dim}], got {obs.shape}")
+        return self.session.run(self._outputs, {self._input: obs})[0]
+
+    def infer_one(self, obs: np.ndarray) -> np.ndarray:
+        self._one[0] = obs
+        return self.session.run(self._outputs, self._feed)[0][0]
+
+    def runtime_version(self) -> str:
+        return str(_ort().__version__)
+
+    def close(self) -> None:
+        self.session = None

@@ -1,0 +1,94 @@
+"""Target profiles (``configs/targets/<name>.toml``): what a device gets and how its runtimes are set up.
+
+Read by export (which variants and formats to build), the backends (providers, threads) and the edge
+runtime (FPS, latency budget). Torch-free: tomllib is in the standard library.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # JetPack 6 ships Python 3.10: the `edge` extra installs tomli there
+    import tomli as tomllib
+
+#: ``configs/targets`` of the checkout (or of an unpacked device bundle, which keeps the same layout).
+TARGETS_DIR = Path(__file__).resolve().parent.parent / "configs" / "targets"
+
+
+class ProfileError(ValueError):
+    """An unknown target or a malformed profile file."""
+
+
+@dataclass(frozen=True)
+class FormatPlan:
+    """One output format of a target: which variants to build in it and which backends run it."""
+
+    variants: tuple[str, ...]
+    backends: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TargetProfile:
+    name: str
+    description: str
+    fps: float
+    latency_budget_ms: float
+    agreement_threshold: float
+    max_abs_q_diff: float
+    formats: dict[str, FormatPlan]
+    backend_settings: dict[str, dict[str, Any]]
+    path: Path
+
+    def settings_for(self, backend: str) -> dict[str, Any]:
+        return dict(self.backend_settings.get(backend, {}))
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """Every variant any format of this target needs, in first-mentioned order."""
+        seen: dict[str, None] = {}
+        for plan in self.formats.values():
+            seen.update(dict.fromkeys(plan.variants))
+        return tuple(seen)
+
+
+def known_targets(targets_dir: Path = TARGETS_DIR) -> list[str]:
+    return sorted(p.stem for p in targets_dir.glob("*.toml"))
+
+
+def load_profile(target: str, targets_dir: Path = TARGETS_DIR) -> TargetProfile:
+    """Load ``<targets_dir>/<target>.toml``; an unknown name is refused with the list of known ones."""
+    path = targets_dir / f"{target}.toml"
+    if not path.is_file():
+        raise ProfileError(
+            f"unknown target {target!r}; known targets: {', '.join(known_targets(targets_dir))}"
+        )
+    try:
+        raw = tomllib.loads(path.read_text())
+        runtime = raw.get("runtime", {})
+        formats = {
+            name: FormatPlan(
+                variants=tuple(spec["variants"]),
+                backends=tuple(spec["backends"]),
+                options={k: v for k, v in spec.items() if k not in ("variants", "backends")},
+            )
+            for name, spec in raw["formats"].items()
+        }
+        return TargetProfile(
+            name=raw.get("name", target),
+            description=raw.get("description", ""),
+            fps=float(runtime.get("fps", 10)),
+            latency_budget_ms=float(runtime.get("latency_budget_ms", 150.0)),
+            agreement_threshold=float(runtime.get("agreement_threshold", 0.99)),
+            max_abs_q_diff=float(runtime.get("max_abs_q_diff", 0.5)),
+            formats=formats,
+            backend_settings=dict(raw.get("backends", {})),
+            path=path,
+        )
+    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ProfileError(f"{path}: malformed target profile ({err!r})") from err

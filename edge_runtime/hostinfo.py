@@ -1,0 +1,65 @@
+"""What machine a session ran on (CPU model, arch, OS, Python, runtime versions), for its JSON summary.
+
+Why it matters: latency figures mean nothing without the CPU and the runtime version next to them, and
+sessions from several devices end up in one report.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    """The marketing name of the CPU where the OS exposes it, else ``platform.processor()``."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        fields: dict[str, str] = {}
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields.setdefault(key.strip(), value.strip())
+        # x86 says "model name"; many arm64 boards only say "Hardware" or "Model".
+        for key in ("model name", "Model", "Hardware", "cpu model"):
+            if fields.get(key):
+                return fields[key]
+    if sys.platform == "darwin":
+        import subprocess  # imported here: it costs memory on the device and only macOS needs it
+
+        try:
+            out = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=2
+            )
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine()
+
+
+def package_version(name: str) -> str | None:
+    """``module.__version__`` of an already-importable module (importlib.metadata costs ~1 MB to import)."""
+    module = sys.modules.get(name)
+    if module is None:
+        try:
+            module = __import__(name)
+        except ImportError:
+            return None
+    return str(getattr(module, "__version__", None) or "") or None
+
+
+def host_info(runtime: str, extra_packages: tuple[str, ...] = ("numpy", "psutil")) -> dict[str, object]:
+    """Host description; ``runtime`` is the backend's own version string."""
+    versions = {name: package_version(name) for name in extra_packages}
+    return {
+        "hostname": platform.node(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "arch": platform.machine(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "runtime": runtime,
+        "versions": {k: v for k, v in versions.items() if v is not None},
+    }

@@ -1,0 +1,539 @@
+"""The on-device loop: observation → ``infer_one`` → argmax → env step, paced, logged, watched.
+
+Why it is written the way it is:
+- It drives :class:`gridworld.core.GridWorldCore` (numpy only), never the Gymnasium wrapper, and imports
+  no torch: the device may have neither, and each costs memory (DESIGN.md §1).
+- The per-frame path does the minimum: three clock reads, the inference, an argmax, a table-lookup env
+  step and one tuple appended to a buffer. Formatting CSV text, sampling RSS, the live line and the
+  pygame window all happen on a slower clock (≤ every ``flush_s`` / ``mem_sample_ms`` / 0.5 s) checked
+  with one comparison per frame, after the frame's work and before the wait for the next deadline, so
+  they use slack time instead of delaying a frame start.
+- Rows reach the OS at least every ``flush_s``: a kill loses at most that much. Whatever ends the session
+  (completion, the watchdog, SIGINT/SIGTERM, a crashing backend) the remaining rows are flushed and
+  ``session_<N>.json`` is written with the reason.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from array import array
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+import numpy as np
+
+from backends.base import Backend
+from backends.manifest import ArtifactEntry, Manifest
+from edge_runtime.config import SessionConfig
+from edge_runtime.hostinfo import host_info
+from edge_runtime.live import LiveLine
+from edge_runtime.numbering import claim_session
+from edge_runtime.pacing import Pacer
+from gridworld.core import GridModel, GridWorldCore
+from gridworld.oracle import Oracle, return_for_distance
+
+CSV_COLUMNS = (
+    "timestamp_ns",
+    "episode",
+    "frame",
+    "action",
+    "reward",
+    "cumulative_reward",
+    "latency_ms",
+    "frame_ms",
+    "mem_mb",
+    "fps",
+    "deadline_miss",
+)
+"""DESIGN.md §7, in order. ``timestamp_ns``: frame start, Unix epoch ns (monotonic clock + one offset);
+``frame``: frame index in the session; ``latency_ms``: the ``infer_one`` call; ``frame_ms``: the frame's
+busy time (inference + argmax + env step); ``mem_mb``: last RSS sample; ``fps``: 1 / interval between
+this frame's start and the previous one's (empty for the first frame); ``deadline_miss``: 1 if the frame
+started later than the tolerance."""
+
+STOP_COMPLETED = "completed"
+STOP_BUDGET = "latency_budget_exceeded"
+STOP_SIGNAL = "signal"
+
+_MB = 1024.0 * 1024.0
+# %-formatting is ~15% faster than f-strings here; latency/frame_ms keep 1 ns resolution in ms.
+_ROW_FORMAT = "%d,%d,%d,%d,%.6g,%.6g,%.6f,%.6f,%.2f,%.2f,%d\n"
+#: Rows buffered before a flush regardless of time: bounds memory at high FPS (~1 MB of tuples).
+FLUSH_ROWS = 2048
+
+
+@dataclass
+class SessionPlan:
+    """Everything resolved before the loop starts: which artifact, which env, which limits."""
+
+    manifest: Manifest
+    manifest_path: Path
+    entry: ArtifactEntry
+    model: GridModel
+    max_steps: int
+    fps: float
+    latency_budget_ms: float
+    target: str
+
+
+@dataclass
+class SessionResult:
+    number: int
+    csv_path: Path
+    json_path: Path
+    stop_reason: str
+    summary: dict[str, Any] = field(repr=False)
+
+    @property
+    def exit_code(self) -> int:
+        """0 completed, 3 watchdog, 128+signal, 1 error (documented in ``--help``)."""
+        if self.stop_reason == STOP_COMPLETED:
+            return 0
+        if self.stop_reason == STOP_BUDGET:
+            return 3
+        if self.stop_reason == STOP_SIGNAL:
+            return 128 + int(self.summary.get("signal_number") or signal.SIGTERM)
+        return 1
+
+
+def _rss_reader() -> Any:
+    """A cheap RSS probe in bytes: psutil where installed, else ``/proc/self/statm``, else nothing."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        proc = psutil.Process()
+        return lambda: proc.memory_info().rss
+    statm = Path("/proc/self/statm")
+    if statm.is_file():
+        page = os.sysconf("SC_PAGE_SIZE")
+        return lambda: int(statm.read_text().split()[1]) * page
+    return lambda: 0
+
+
+def _peak_rss_mb(samples_peak_mb: float) -> float:
+    """The OS high-water mark of this process where available (it also sees peaks between samples).
+
+    Linux: ``VmHWM`` from ``/proc/self/status``, not ``ru_maxrss`` — the latter survives ``exec``, so a
+    session started from a large parent process would report the parent's peak. macOS: ``ru_maxrss``
+    (bytes there). Elsewhere: the sampled peak.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return max(int(line.split()[1]) / 1024.0, samples_peak_mb)
+    if sys.platform == "darwin":
+        import resource
+
+        return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / _MB, samples_peak_mb)
+    return samples_peak_mb
+
+
+def _uss_mb() -> float | None:
+    """Memory private to this process (no shared libraries), read once at the end: it is slow (smaps)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    try:
+        return psutil.Process().memory_full_info().uss / _MB
+    except (psutil.Error, OSError):
+        return None
+
+
+def _percentiles(values_ns: np.ndarray) -> dict[str, float | None]:
+    keys = ("p50", "p90", "p99", "p99.9")
+    if values_ns.size == 0:
+        return {**dict.fromkeys(keys), "max": None, "mean": None}
+    us = values_ns / 1e3
+    pct = np.percentile(us, [50, 90, 99, 99.9])
+    out = {k: round(float(v), 3) for k, v in zip(keys, pct, strict=True)}
+    out["max"] = round(float(us.max()), 3)
+    out["mean"] = round(float(us.mean()), 3)
+    return out
+
+
+class Session:
+    """One session: owns the CSV, the JSON summary, the signal handlers and the loop."""
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        plan: SessionPlan,
+        backend: Backend,
+        live_stream: TextIO | None = None,
+    ) -> None:
+        self.config = config
+        self.plan = plan
+        self.backend = backend
+        self.live_stream = live_stream
+        self.stop_reason: str | None = None
+        self.signal_number: int | None = None
+        self.error_traceback: str | None = None
+
+    # ---------------------------------------------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        # Only set flags: the loop checks them once per frame, so a row is never half-recorded.
+        if self.stop_reason is None:
+            self.stop_reason = STOP_SIGNAL
+            self.signal_number = signum
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        previous: dict[int, Any] = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread (embedded use): the caller handles signals
+                break
+        return previous
+
+    # ---------------------------------------------------------------------------------------------------
+    def run(self) -> SessionResult:
+        cfg = self.config
+        number, csv_path, fd = claim_session(cfg.out)
+        json_path = csv_path.with_suffix(".json")
+        self.csv = os.fdopen(fd, "w", newline="")
+        self.csv.write(",".join(CSV_COLUMNS) + "\n")
+        self.csv.flush()
+        self.rows: list[tuple] = []
+        self.epoch_offset_ns = time.time_ns() - time.perf_counter_ns()
+        self.started_at = datetime.now(timezone.utc)
+        previous_handlers = self._install_signal_handlers()
+        window = None
+        self.latencies = array("q")
+        self.lateness = array("q")
+        self.intervals = array("q")
+        self.episode_stats: list[tuple[float, bool, int, float]] = []
+        self.frames = 0
+        self.misses = 0
+        self.total_reward = 0.0
+        self.rss_peak_mb = 0.0
+        self.pacer: Pacer | None = None
+        t_start = time.perf_counter_ns()
+        try:
+            # The one broad boundary (DESIGN.md §9 allows it here only): whatever a backend, the env or
+            # the window raises mid-session becomes stop reason "error: …" with the CSV flushed and the
+            # JSON written, instead of a traceback that loses the last rows.
+            try:
+                if cfg.render:
+                    window = self._open_window()
+                self._loop(window)
+            except Exception as err:
+                self.stop_reason = f"error: {type(err).__name__}: {err}"
+                self.error_traceback = traceback.format_exc()
+        finally:
+            elapsed_ns = time.perf_counter_ns() - t_start
+            try:
+                self._flush()
+                self.csv.close()
+                if window is not None:
+                    window.close()
+                summary = self._summary(number, csv_path, elapsed_ns)
+                _write_json_atomically(json_path, summary)
+            finally:
+                # Restored last: a second SIGTERM while the summary is written must not kill it half-way.
+                for sig, handler in previous_handlers.items():
+                    signal.signal(sig, handler)
+        return SessionResult(number, csv_path, json_path, summary["stop_reason"], summary)
+
+    def _open_window(self) -> Any:
+        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+        from gridworld.render import PygameWindow, render_rgb
+
+        frame = render_rgb(self.plan.model.layout, 0, 0, 0)
+        # fps=0: the window must not sleep; the pacer owns the timing.
+        return PygameWindow(
+            frame.shape[1], frame.shape[0], fps=0, title=f"NeuroQuant edge — {self.plan.entry.name}"
+        )
+
+    # ---------------------------------------------------------------------------------------------------
+    def _loop(self, window: Any) -> None:
+        cfg, plan, backend = self.config, self.plan, self.backend
+        env = GridWorldCore(model=plan.model, max_steps=plan.max_steps)
+        flat = plan.model.obs_mode != "vector"  # image windows reach the model as flat float32
+        oracle_distance = Oracle(plan.model).distance
+        max_steps_env = plan.max_steps
+        obs = env.reset(seed=cfg.seed)
+        if flat:
+            obs = obs.reshape(-1).astype(np.float32)
+        start_state = env.state
+
+        pacer = Pacer(
+            plan.fps,
+            cfg.pacing,
+            spin_us=cfg.spin_us,
+            prewarm_us=cfg.prewarm_us,
+            tolerance_us=cfg.miss_tolerance_us,
+            warm=lambda: backend.infer_one(obs),
+        )
+        self.pacer = pacer
+        read_rss = _rss_reader()
+        live = None if cfg.quiet else LiveLine(self.live_stream)
+        render = None
+        if window is not None:
+            from gridworld.render import render_rgb
+
+            layout = plan.model.layout
+
+            def render() -> None:
+                window.show(render_rgb(layout, *env.agent))
+
+        # Locals: attribute and global lookups cost real time at 50,000+ frames a second.
+        clock = time.perf_counter_ns
+        infer_one = backend.infer_one
+        step = env.step
+        rows_append = self.rows.append
+        lat_append, late_append, int_append = (
+            self.latencies.append,
+            self.lateness.append,
+            self.intervals.append,
+        )
+        budget_ns = round(plan.latency_budget_ms * 1e6)
+        tolerance_ns = pacer.tolerance_ns
+        uncapped = pacer.uncapped
+        max_frames = cfg.max_frames if cfg.max_frames is not None else sys.maxsize
+        episodes_wanted = cfg.episodes
+        flush_ns = round(cfg.flush_s * 1e9)
+        mem_ns = round(cfg.mem_sample_ms * 1e6)
+        live_ns = live.interval_ns if live is not None else sys.maxsize
+
+        mem_mb = read_rss() / _MB
+        self.rss_peak_mb = mem_mb
+        episode, frame, cumulative, ep_len, misses = 0, 0, 0.0, 0, 0
+        now = clock()
+        next_flush, next_mem, next_live = now + flush_ns, now + mem_ns, now + live_ns
+        next_house = min(next_flush, next_mem, next_live)
+        flush_frame = FLUSH_ROWS
+        live_frame, live_t = 0, now
+        prev_start = 0
+        # Everything alive now (modules, the runtime, the tables) lives for the whole session: freezing it
+        # keeps the collector's full passes — milliseconds over numpy/onnxruntime's objects — off the
+        # frame path; the loop's own garbage (row tuples) is young and cheap to collect.
+        gc.freeze()
+        pacer.start(now)
+        deadline = now
+        try:
+            while True:
+                if not uncapped:
+                    deadline = pacer.wait()
+                t0 = clock()
+                q = infer_one(obs)
+                t1 = clock()
+                action = int(q.argmax())
+                obs, reward, terminated, truncated = step(action)
+                t2 = clock()
+                if flat:
+                    obs = obs.reshape(-1).astype(np.float32)
+                cumulative += reward
+                ep_len += 1
+                lat = t1 - t0
+                if uncapped:
+                    late = 0
+                    miss = 0
+                else:
+                    late = t0 - deadline
+                    miss = 1 if late > tolerance_ns else 0
+                    misses += miss
+                    pacer.advance(t0)
+                rows_append(
+                    (
+                        t0,
+                        episode,
+                        frame,
+                        action,
+                        reward,
+                        cumulative,
+                        lat,
+                        t2 - t0,
+                        mem_mb,
+                        t0 - prev_start,
+                        miss,
+                    )
+                )
+                lat_append(lat)
+                late_append(late)
+                if prev_start:
+                    int_append(t0 - prev_start)
+                prev_start = t0
+                frame += 1
+                if terminated or truncated:
+                    self.episode_stats.append(
+                        (
+                            cumulative,
+                            bool(terminated),
+                            ep_len,
+                            float(return_for_distance(oracle_distance[start_state], max_steps_env)),
+                        )
+                    )
+                    self.total_reward += cumulative
+                    episode += 1
+                    cumulative, ep_len = 0.0, 0
+                    if episode >= episodes_wanted:
+                        self.stop_reason = STOP_COMPLETED
+                    else:
+                        obs = env.reset()
+                        if flat:
+                            obs = obs.reshape(-1).astype(np.float32)
+                        start_state = env.state
+                if lat > budget_ns and self.stop_reason is None:
+                    self.stop_reason = STOP_BUDGET
+                if frame >= max_frames and self.stop_reason is None:
+                    self.stop_reason = STOP_COMPLETED
+                if render is not None:
+                    render()
+                if frame >= flush_frame:
+                    self._flush()
+                    flush_frame = frame + FLUSH_ROWS
+                if t2 >= next_house:
+                    now = clock()
+                    if now >= next_mem:
+                        mem_mb = read_rss() / _MB
+                        if mem_mb > self.rss_peak_mb:
+                            self.rss_peak_mb = mem_mb
+                        next_mem = now + mem_ns
+                    if now >= next_flush:
+                        self._flush()
+                        next_flush = now + flush_ns
+                        flush_frame = frame + FLUSH_ROWS
+                    if now >= next_live and live is not None:
+                        # A copy (array slice): a numpy view of self.latencies would block its appends.
+                        window_lat = np.frombuffer(self.latencies[live_frame:], dtype=np.int64)
+                        live.update(
+                            frame=frame,
+                            episode=episode,
+                            fps=(frame - live_frame) * 1e9 / max(1, now - live_t),
+                            latency_us=float(np.median(window_lat)) / 1e3 if window_lat.size else 0.0,
+                            mem_mb=mem_mb,
+                            action=action,
+                            reward=self.total_reward + cumulative,
+                            misses=misses,
+                        )
+                        live_frame, live_t = frame, now
+                        next_live = now + live_ns
+                    next_house = min(next_flush, next_mem, next_live)
+                if self.stop_reason is not None:
+                    break
+        finally:
+            gc.unfreeze()
+            # Also after a crash: the summary counts what was recorded up to it.
+            self.frames, self.misses = frame, misses
+            self.partial_episode = (cumulative, ep_len) if ep_len else None
+            if live is not None:
+                live.close()
+
+    # ---------------------------------------------------------------------------------------------------
+    def _flush(self) -> None:
+        """Format the buffered rows and hand them to the OS (one write, one flush)."""
+        rows = self.rows
+        if not rows:
+            return
+        off = self.epoch_offset_ns
+        fmt = _ROW_FORMAT
+        nan = float("nan")
+        text = "".join(
+            [
+                fmt % (t0 + off, ep, fr, a, r, cum, lat / 1e6, busy / 1e6, mem, 1e9 / iv if fr else nan, miss)
+                for t0, ep, fr, a, r, cum, lat, busy, mem, iv, miss in rows
+            ]
+        )
+        self.csv.write(text.replace(",nan,", ",,"))  # the first frame has no previous one to rate against
+        self.csv.flush()
+        rows.clear()
+
+    def _summary(self, number: int, csv_path: Path, elapsed_ns: int) -> dict[str, Any]:
+        cfg, plan, entry = self.config, self.plan, self.plan.entry
+        lat = np.frombuffer(self.latencies, dtype=np.int64)
+        late = np.frombuffer(self.lateness, dtype=np.int64)
+        intervals = np.frombuffer(self.intervals, dtype=np.int64)
+        pacer = self.pacer
+        stats = self.episode_stats
+        returns = np.array([s[0] for s in stats])
+        oracle = np.array([s[3] for s in stats])
+        frames = len(lat)
+        inst_fps = 1e9 / intervals[intervals > 0] if intervals.size else np.array([])
+        paced = pacer is not None and not pacer.uncapped
+        partial = getattr(self, "partial_episode", None)
+        summary: dict[str, Any] = {
+            "session": number,
+            "csv": csv_path.name,
+            "stop_reason": self.stop_reason or "error: the session ended without a reason",
+            "signal_number": self.signal_number,
+            "target": plan.target,
+            "manifest_target": plan.manifest.target,
+            "backend": self.backend.name,
+            "variant": entry.variant,
+            "artifact": {
+                "name": entry.name,
+                "format": entry.format,
+                "precision": entry.precision,
+                "path": str(plan.manifest.artifact_path(entry)),
+                "sha256": entry.sha256,
+                "size_bytes": entry.size_bytes,
+            },
+            "manifest": str(plan.manifest_path),
+            "host": host_info(self.backend.runtime_version()),
+            "started_at": self.started_at.isoformat(timespec="milliseconds"),
+            "duration_s": round(elapsed_ns / 1e9, 6),
+            "requested_fps": plan.fps,
+            "pacing": {
+                "policy": cfg.pacing if paced else "uncapped",
+                "spin_us": cfg.spin_us,
+                "prewarm_us": cfg.prewarm_us,
+                "miss_tolerance_us": (pacer.tolerance_ns / 1e3) if pacer is not None else None,
+                "prewarm_shots": pacer.prewarm_shots if pacer is not None else 0,
+                "dropped_slots": pacer.dropped_slots if pacer is not None else 0,
+            },
+            "latency_budget_ms": plan.latency_budget_ms,
+            "frames": frames,
+            "latency_us": _percentiles(lat),
+            "lateness_us": _percentiles(late) if paced else None,
+            "deadline_misses": int(self.misses),
+            "fps": {
+                "mean": round(frames / (elapsed_ns / 1e9), 3) if elapsed_ns > 0 and frames else None,
+                "p50": round(float(np.percentile(inst_fps, 50)), 3) if inst_fps.size else None,
+                "p1": round(float(np.percentile(inst_fps, 1)), 3) if inst_fps.size else None,
+                "min": round(float(inst_fps.min()), 3) if inst_fps.size else None,
+                "max": round(float(inst_fps.max()), 3) if inst_fps.size else None,
+            },
+            "peak_rss_mb": round(_peak_rss_mb(self.rss_peak_mb), 2),
+            "sampled_peak_rss_mb": round(self.rss_peak_mb, 2),
+            "end_uss_mb": round(uss, 2) if (uss := _uss_mb()) is not None else None,
+            "episodes_requested": cfg.episodes,
+            "episodes": len(stats),
+            # Every reward of the session: finished episodes plus the one a stop cut short.
+            "total_reward": round(float(returns.sum()) + (partial[0] if partial else 0.0), 6),
+            "returns": {
+                "mean_return": round(float(returns.mean()), 6) if len(stats) else None,
+                "success_rate": round(float(np.mean([s[1] for s in stats])), 6) if stats else None,
+                "mean_length": round(float(np.mean([s[2] for s in stats])), 3) if stats else None,
+                "oracle_return": round(float(oracle.mean()), 6) if len(stats) else None,
+                "oracle_ratio": round(float(returns.sum() / oracle.sum()), 6)
+                if len(stats) and oracle.sum()
+                else None,
+                "note": "per finished episode; optimal return = the BFS oracle's from that episode's start",
+            },
+            "partial_episode": {"return": round(partial[0], 6), "length": partial[1]} if partial else None,
+            "config": cfg.to_dict(),
+        }
+        if self.error_traceback:
+            summary["traceback"] = self.error_traceback
+        return summary
+
+
+def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+        f.write("\n")
+    os.replace(tmp, path)

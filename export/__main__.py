@@ -1,0 +1,49 @@
+"""``python -m export --target x86|arm64|jetson [--checkpoint …] [--out artifacts/x86] [--variants a,b]``
+
+Builds every variant × format the target profile lists into artifacts/<target>/ with a manifest.json,
+each artifact checked against the float policy by its own runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from backends.profiles import known_targets
+from common.cli import dataclass_parser, parse_dataclass
+from export.pipeline import ExportConfig, build, format_table, prepare
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """argparse generated from :class:`ExportConfig`: a new field is a new flag with its docstring as help."""
+    return dataclass_parser(
+        ExportConfig,
+        prog="python -m export",
+        description=(__doc__ or "").strip().split("\n\n")[1],
+        epilog=f"Known targets: {', '.join(known_targets())}.",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit 2 with one line, before anything is written, on any bad input; 0 once the manifest is in place."""
+    parser = build_parser()
+    config = parse_dataclass(ExportConfig, parser, list(argv) if argv is not None else None)
+    try:
+        plan = prepare(config)
+    except ValueError as err:  # ProfileError, CheckpointError, DatasetError and our own checks
+        print(f"python -m export: error: {err}", file=sys.stderr)
+        return 2
+    manifest = build(plan)
+    if not config.quiet:
+        print(format_table(manifest))
+        counts = {
+            s: sum(a.status == s for a in manifest.artifacts) for s in ("ok", "failed", "pending-on-device")
+        }
+        summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        print(f"wrote {manifest.root / 'manifest.json'} ({summary}) in {manifest.source['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

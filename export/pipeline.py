@@ -1,0 +1,463 @@
+"""The export stage: a checkpoint → every variant × format a target profile lists, gated, in one manifest.
+
+``prepare`` checks everything the user supplied (target, variants, checkpoints, dataset) before anything is
+written, so a bad argument costs nothing. ``build`` writes into a temporary sibling of the output folder
+and renames it into place only at the end: an interrupted or crashed export leaves the previous
+``artifacts/<target>`` untouched and no half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from backends.manifest import ArtifactEntry, Manifest, file_sha256, write_manifest
+from backends.profiles import TargetProfile, load_profile
+from backends.registry import get_backend
+from export import gates
+from export.formats import FormatJob, FormatResult, get_format
+from export.onnx_export import EXPORTERS, export_onnx, stamp, torch_q_values
+from export.quantize import PRECISIONS, quantize_errors
+from export.sources import SOURCES, SourceContext, SourceModel, SourceUnavailable, checkpoint_source
+from export.variants import VARIANTS, Variant, get_variant
+from gridworld.core import N_ACTIONS, GridModel
+from train.checkpoint import load_checkpoint
+from train.dataset import Dataset, load_dataset
+from train.evaluate import env_model_from_metadata, flat_obs
+
+DEFAULT_ENV_ID = "NeuroQuant/GridWorld-v0"
+VERSIONED = ("torch", "onnx", "onnxscript", "onnxruntime", "openvino", "nncf", "torch-pruning", "tensorrt")
+"""Distributions whose versions go into the manifest (those not installed are left out)."""
+
+
+@dataclass
+class ExportConfig:
+    """How an export is made; its JSON is written next to the manifest (``export_config.json``)."""
+
+    target: str = "x86"
+    """Target profile (configs/targets/<target>.toml): the variants, formats and runtimes to build for."""
+    checkpoint: str = "runs/cql/best.safetensors"
+    """The float policy (a .safetensors checkpoint from `python -m train`); every gate compares with it."""
+    distilled: str = "runs/distilled/student.safetensors"
+    """The distilled student (`python -m train.distill`); if the file is missing the distilled variants are
+    recorded as failed ("run make distill") and everything else is still built."""
+    dataset: str = "data/replay_buffer.npz"
+    """Replay buffer whose observations calibrate int8 and fine-tune pruning, and on which gates compare."""
+    out: str = ""
+    """Output folder; empty means artifacts/<target>. Replaced as a whole only when the export finishes."""
+    variants: str = ""
+    """Comma-separated subset of the target's variants, e.g. float,int8-static; empty means all it lists."""
+    exporter: str = "torchscript"
+    """torch → ONNX exporter: torchscript (fast, the default) or dynamo (torch.export, ~4 s a network)."""
+    seed: int = 0
+    """Seed for pruning fine-tuning (the rest is deterministic)."""
+    quiet: bool = False
+    """No progress bar and no table."""
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out or f"artifacts/{self.target}")
+
+    def variant_names(self) -> list[str]:
+        return [v.strip() for v in self.variants.split(",") if v.strip()]
+
+
+@dataclass
+class Plan:
+    """A checked export: what ``prepare`` resolved, ready to ``build``."""
+
+    config: ExportConfig
+    profile: TargetProfile
+    variants: list[Variant]
+    float_source: SourceModel
+    distilled: SourceModel | None
+    dataset: Dataset
+    env_model: GridModel
+    calib_obs: np.ndarray
+    """Unique observations of the dataset and of every reachable state (float32)."""
+    started: float = field(default_factory=time.perf_counter)
+
+
+# ---------------------------------------------------------------------------------------------- prepare
+
+
+def _select_variants(profile: TargetProfile, names: list[str]) -> list[Variant]:
+    unknown = [n for n in profile.variants if n not in VARIANTS]
+    if unknown:
+        raise ValueError(
+            f"{profile.path}: unknown variant(s) {unknown}; valid variants: {', '.join(VARIANTS)}"
+        )
+    if not names:
+        return [VARIANTS[n] for n in profile.variants]
+    chosen = [get_variant(n) for n in names]
+    missing = [v.name for v in chosen if v.name not in profile.variants]
+    if missing:
+        raise ValueError(
+            f"variant(s) {missing} are not built for target {profile.name}; "
+            f"its variants: {', '.join(profile.variants)}"
+        )
+    return list(dict.fromkeys(chosen))
+
+
+def _load_source(path: Path) -> SourceModel:
+    model, config, info = load_checkpoint(path)
+    return checkpoint_source(path, model, config, file_sha256(path), info)
+
+
+def _check_shapes(source: SourceModel, obs_dim: int, what: str) -> None:
+    c = source.config
+    if c.obs_dim != obs_dim or c.n_actions != N_ACTIONS:
+        raise ValueError(
+            f"{source.checkpoint}: {what} takes obs_dim {c.obs_dim} with {c.n_actions} actions, but "
+            f"the dataset's env has obs_dim {obs_dim} with {N_ACTIONS}; use the dataset it was trained on"
+        )
+
+
+def prepare(config: ExportConfig) -> Plan:
+    """Resolve and check the configuration; raise ValueError (ProfileError, CheckpointError, …) if bad."""
+    profile = load_profile(config.target)
+    for fmt in profile.formats:
+        get_format(fmt)
+    variants = _select_variants(profile, config.variant_names())
+    if config.exporter not in EXPORTERS:
+        raise ValueError(f"unknown exporter {config.exporter!r}; use one of {', '.join(EXPORTERS)}")
+    out = config.out_dir
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    float_source = _load_source(Path(config.checkpoint))
+    dataset = load_dataset(config.dataset)
+    env_model = env_model_from_metadata(dataset.metadata)
+    obs_dim = int(np.prod(env_model.obs_shape))
+    _check_shapes(float_source, obs_dim, "the float policy")
+    distilled = None
+    if any(v.source == "distilled" for v in variants) and Path(config.distilled).is_file():
+        distilled = _load_source(Path(config.distilled))
+        _check_shapes(distilled, obs_dim, "the distilled student")
+    calib = np.unique(
+        np.concatenate([flat_obs(dataset.observations), gates.reachable_obs(env_model)]), axis=0
+    )
+    return Plan(config, profile, variants, float_source, distilled, dataset, env_model, calib)
+
+
+# ------------------------------------------------------------------------------------------------ build
+
+
+def _variant_errors() -> tuple[type[BaseException], ...]:
+    """What building a variant's network and ONNX can raise: torch, pruning, onnx and onnxruntime tools."""
+    return (RuntimeError, ValueError, OSError, *quantize_errors())
+
+
+def _files_meta(root: Path, rels: list[str]) -> dict[str, dict[str, Any]]:
+    return {
+        rel: {"sha256": file_sha256(root / rel), "size_bytes": (root / rel).stat().st_size} for rel in rels
+    }
+
+
+class _Builder:
+    """Builds every (variant, format) of a plan into ``root``, reusing each source's network and fp32 ONNX."""
+
+    def __init__(self, plan: Plan, root: Path, scratch: Path) -> None:
+        self.plan, self.root, self.scratch = plan, root, scratch
+        self.obs_dim = plan.float_source.config.obs_dim
+        self.context = SourceContext(plan.float_source, plan.distilled, plan.calib_obs, plan.config.seed)
+        self.sources: dict[str, SourceModel | SourceUnavailable] = {}
+        self.source_onnx: dict[str, Path] = {}
+
+    def source(self, name: str) -> SourceModel:
+        if name not in self.sources:
+            try:
+                self.sources[name] = SOURCES[name](self.context)
+            except SourceUnavailable as err:
+                self.sources[name] = err
+        found = self.sources[name]
+        if isinstance(found, SourceUnavailable):
+            raise found
+        return found
+
+    def fp32_onnx(self, name: str, source: SourceModel) -> Path:
+        if name not in self.source_onnx:
+            path = self.scratch / f"{name}.onnx"
+            export_onnx(source.model, self.obs_dim, N_ACTIONS, path, {}, exporter=self.plan.config.exporter)
+            self.source_onnx[name] = path
+        return self.source_onnx[name]
+
+    def variant_onnx(self, variant: Variant, source: SourceModel) -> tuple[Path, dict[str, Any]]:
+        """Write ``<variant>/model.onnx``: the source's fp32 ONNX with the variant's precision applied."""
+        precision = PRECISIONS[variant.precision]
+        src = self.fp32_onnx(variant.source, source)
+        dst = self.root / variant.name / "model.onnx"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        info = precision.apply(src, dst, self.plan.calib_obs)
+        stamp(
+            dst,
+            {
+                "neuroquant.variant": variant.name,
+                "neuroquant.precision": precision.name,
+                "neuroquant.source": variant.source,
+                "neuroquant.source_checkpoint": source.checkpoint,
+                "neuroquant.source_sha256": source.sha256,
+                "neuroquant.target": self.plan.profile.name,
+            },
+        )
+        return dst, info
+
+    def entry(
+        self,
+        variant: Variant,
+        fmt: str,
+        *,
+        path: str = "",
+        sha256: str | None = None,
+        size_bytes: int | None = None,
+        params: int | None = None,
+        status: str = "ok",
+        reason: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> ArtifactEntry:
+        """A manifest entry; ``path`` stays empty when nothing was written (a failed build)."""
+        return ArtifactEntry(
+            name=f"{variant.name}/{fmt}",
+            variant=variant.name,
+            format=fmt,
+            precision=PRECISIONS[variant.precision].label,
+            path=path,
+            sha256=sha256,
+            size_bytes=size_bytes,
+            params=params,
+            backends=[
+                b
+                for b in self.plan.profile.formats[fmt].backends
+                if get_backend(b).runs(fmt, PRECISIONS[variant.precision].label)
+            ],
+            status=status,
+            reason=reason,
+            extra=extra or {},
+        )
+
+    def build_variant(self, variant: Variant) -> list[ArtifactEntry]:
+        formats = [f for f, p in self.plan.profile.formats.items() if variant.name in p.variants]
+        try:
+            source = self.source(variant.source)
+            onnx_path, precision_info = self.variant_onnx(variant, source)
+        except SourceUnavailable as err:
+            return [self.entry(variant, f, status="failed", reason=str(err)) for f in formats]
+        except _variant_errors() as err:
+            reason = f"building the {variant.source} network / ONNX failed: {type(err).__name__}: {err}"
+            return [self.entry(variant, f, status="failed", reason=reason) for f in formats]
+        return [self.build_format(variant, fmt, source, onnx_path, precision_info) for fmt in formats]
+
+    def build_format(
+        self, variant: Variant, fmt: str, source: SourceModel, onnx_path: Path, precision_info: dict[str, Any]
+    ) -> ArtifactEntry:
+        plan = self.plan.profile.formats[fmt]
+        module = get_format(fmt)
+        job = FormatJob(
+            variant=variant,
+            precision=PRECISIONS[variant.precision],
+            root=self.root,
+            source_onnx=self.source_onnx[variant.source],
+            onnx=onnx_path,
+            calib_obs=self.plan.calib_obs,
+            obs_dim=self.obs_dim,
+            n_actions=N_ACTIONS,
+            options=dict(plan.options),
+            settings=self.plan.profile.settings_for(plan.backends[0]) if plan.backends else {},
+        )
+        extra: dict[str, Any] = {"source": {"name": variant.source, **source.info}, **precision_info}
+        try:
+            result: FormatResult = module.build(job)
+        except module.errors() as err:
+            reason = f"{fmt} conversion failed: {type(err).__name__}: {err}"
+            return self.entry(variant, fmt, status="failed", reason=reason, params=source.params, extra=extra)
+        extra.update(result.extra)
+        main = self.root / result.path
+        written = main.is_file()
+        if result.files:
+            extra["files"] = _files_meta(self.root, result.files)
+        return self.entry(
+            variant,
+            fmt,
+            path=result.path,
+            sha256=file_sha256(main) if written else None,
+            size_bytes=main.stat().st_size + sum(f["size_bytes"] for f in extra.get("files", {}).values())
+            if written
+            else None,
+            params=source.params,
+            status=result.status,
+            reason=result.reason,
+            extra=extra,
+        )
+
+    def source_q(self, name: str, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        source = self.source(name)
+        return {k: torch_q_values(source.model, v) for k, v in obs.items()}
+
+
+def _inherit_failures(entries: list[ArtifactEntry]) -> None:
+    """An engine still to be built on the device from an ONNX file that failed its gate would act the same
+    way: record it as failed now (so build_engines.sh skips it) rather than pending."""
+    failed = {e.path: e for e in entries if e.status == "failed" and e.path}
+    for entry in entries:
+        source = failed.get(entry.extra.get("onnx", ""))
+        if entry.status == "pending-on-device" and source is not None:
+            entry.status = "failed"
+            entry.reason = f"its ONNX input {source.name} failed its gate: {source.reason}"
+
+
+def _versions() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for dist in VERSIONED:
+        try:
+            found[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _replace_folder(tmp: Path, out: Path) -> None:
+    """Swap the finished ``tmp`` folder into ``out`` (two renames; the old one is removed after)."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out)
+
+
+def build(plan: Plan) -> Manifest:
+    """Build, gate and record every artifact of ``plan``; return the manifest (rooted at the output)."""
+    config, profile = plan.config, plan.profile
+    out = config.out_dir
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        with tempfile.TemporaryDirectory(prefix="neuroquant-export-") as scratch:
+            builder = _Builder(plan, tmp, Path(scratch))
+            ref = gates.make_reference(
+                lambda o: torch_q_values(plan.float_source.model, o),
+                plan.env_model,
+                plan.dataset.observations,
+            )
+            entries: list[ArtifactEntry] = []
+            progress = tqdm(
+                plan.variants, desc=f"export {profile.name}", unit="variant", disable=config.quiet
+            )
+            for variant in progress:
+                progress.set_postfix_str(variant.name)
+                entries.extend(builder.build_variant(variant))
+            manifest = Manifest(
+                target=profile.name,
+                created=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                source=_source_record(plan, ref),
+                env=_env_record(plan),
+                versions=_versions(),
+                artifacts=entries,
+                root=tmp,
+            )
+            for entry in tqdm(entries, desc="gates", unit="artifact", disable=config.quiet):
+                if entry.status == "ok":
+                    variant = VARIANTS[entry.variant]
+                    tolerance = PRECISIONS[variant.precision].tolerance
+                    gates.gate(
+                        manifest, entry, ref, builder.source_q(variant.source, ref.obs), profile, tolerance
+                    )
+        _inherit_failures(entries)
+        extra_files = []
+        for fmt in profile.formats:
+            finish = getattr(get_format(fmt), "finish", None)
+            if finish is not None:
+                extra_files += finish(tmp, profile.name, entries)
+        manifest.source["files"] = extra_files
+        manifest.source["seconds"] = round(time.perf_counter() - plan.started, 1)
+        write_manifest(manifest, tmp / "manifest.json")
+        (tmp / "export_config.json").write_text(
+            json.dumps({**asdict(config), "out": str(out)}, indent=2) + "\n"
+        )
+        _replace_folder(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    manifest.root = out
+    return manifest
+
+
+def _source_record(plan: Plan, ref: gates.Reference) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "checkpoint": plan.float_source.checkpoint,
+        "sha256": plan.float_source.sha256,
+        "params": plan.float_source.params,
+        "network": plan.float_source.config.to_dict(),
+        "eval": ref.evaluation.as_dict(),
+        "dataset": plan.config.dataset,
+        "dataset_sha256": file_sha256(plan.config.dataset),
+        "gate_observations": {k: len(v) for k, v in ref.obs.items()},
+        "calibration_samples": len(plan.calib_obs),
+    }
+    if plan.distilled is not None:
+        record["distilled"] = {"checkpoint": plan.distilled.checkpoint, "sha256": plan.distilled.sha256}
+    return record
+
+
+def _env_record(plan: Plan) -> dict[str, Any]:
+    meta = plan.dataset.metadata
+    return {
+        "id": meta.get("env_id", DEFAULT_ENV_ID),
+        "obs_mode": plan.env_model.obs_mode,
+        "obs_shape": list(plan.env_model.obs_shape),
+        "n_actions": N_ACTIONS,
+        "kwargs": meta.get("env_kwargs", {}),
+    }
+
+
+def run_export(config: ExportConfig) -> Manifest:
+    """prepare + build."""
+    return build(prepare(config))
+
+
+# ------------------------------------------------------------------------------------------------ table
+
+
+def _fmt_size(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1024:.1f} KiB"
+
+
+def format_table(manifest: Manifest) -> str:
+    """variant / format / precision / size / params / exact return / agreement / status, one row each."""
+    header = ("variant", "format", "prec", "size", "params", "return", "agree", "status")
+    rows = [header]
+    for a in manifest.artifacts:
+        ret = a.eval.get("mean_return")
+        agree = a.parity.get("action_agreement")
+        status = a.status if a.status == "ok" else f"{a.status}: {a.reason}"
+        rows.append(
+            (
+                a.variant,
+                a.format,
+                a.precision,
+                _fmt_size(a.size_bytes),
+                "-" if a.params is None else f"{a.params:,}",
+                "-" if ret is None else f"{ret:.3f}",
+                "-" if agree is None else f"{agree:.2%}",
+                status if len(status) <= 90 else status[:87] + "...",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows]
+    float_eval = manifest.source.get("eval", {})
+    lines.append(
+        f"float policy: exact return {float_eval.get('mean_return', float('nan')):.3f}, "
+        f"oracle ratio {float_eval.get('oracle_ratio', float('nan')):.3f}"
+    )
+    return "\n".join(lines)

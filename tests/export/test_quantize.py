@@ -1,0 +1,123 @@
+"""ONNX-level precisions: fp16 keeps float32 I/O, int8 weights really are int8, static QDQ is symmetric."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, numpy_helper
+
+from export.gates import reachable_obs
+from export.onnx_export import export_onnx, onnx_q_values, torch_q_values
+from export.quantize import PRECISIONS, sort_nodes
+from export.sources import SOURCES
+from export.variants import VARIANTS, get_variant
+from gridworld.core import GridModel
+from train.networks import MLPNet
+
+INFO: dict[str, dict] = {}
+
+
+@pytest.fixture(scope="module")
+def quantized(
+    tmp_path_factory: pytest.TempPathFactory, teacher_net: MLPNet, env_model: GridModel
+) -> dict[str, Path]:
+    """The (256, 256) teacher in every precision."""
+    folder = tmp_path_factory.mktemp("precisions")
+    src = export_onnx(teacher_net, 6, 3, folder / "fp32-src.onnx", {})
+    calib = reachable_obs(env_model)
+    out = {}
+    for name, precision in PRECISIONS.items():
+        out[name] = folder / f"{name}.onnx"
+        INFO[name] = precision.apply(src, out[name], calib)
+    return out
+
+
+def _initializers(path: Path) -> dict[str, onnx.TensorProto]:
+    return {i.name: i for i in onnx.load_model(str(path)).graph.initializer}
+
+
+def test_variant_table_is_consistent() -> None:
+    for variant in VARIANTS.values():
+        assert variant.source in SOURCES and variant.precision in PRECISIONS
+    assert (
+        get_variant("pruned-50-int8").source == "pruned-50"
+        and get_variant("pruned-50-int8").precision == "int8-static"
+    )
+    assert get_variant("distilled-int8").precision == "int8-static"
+    with pytest.raises(ValueError, match=r"unknown variant 'int4'.*float, fp16"):
+        get_variant("int4")
+
+
+def test_fp16_has_half_weights_and_float32_io(
+    quantized: dict[str, Path], teacher_net: MLPNet, env_model: GridModel
+) -> None:
+    model = onnx.load_model(str(quantized["fp16"]))
+    onnx.checker.check_model(model)  # nodes sorted (the converter appends its Casts at the end)
+    weights = [i for i in model.graph.initializer if len(i.dims) == 2]
+    assert weights and all(i.data_type == TensorProto.FLOAT16 for i in weights)
+    for value in (*model.graph.input, *model.graph.output):
+        assert value.type.tensor_type.elem_type == TensorProto.FLOAT
+    obs = reachable_obs(env_model)
+    assert np.abs(onnx_q_values(quantized["fp16"], obs) - torch_q_values(teacher_net, obs)).max() < 0.05
+
+
+@pytest.mark.parametrize("precision", ["int8-dynamic", "int8-static"])
+def test_int8_weights_are_int8(quantized: dict[str, Path], precision: str) -> None:
+    inits = _initializers(quantized[precision])
+    matrices = {name: i for name, i in inits.items() if len(i.dims) == 2}
+    assert len(matrices) == 3  # the three Gemm weights, nothing left in float
+    assert all(i.data_type == TensorProto.INT8 for i in matrices.values()), {
+        n: TensorProto.DataType.Name(i.data_type) for n, i in matrices.items()
+    }
+
+
+def test_int8_static_is_symmetric_qdq(quantized: dict[str, Path]) -> None:
+    model = onnx.load_model(str(quantized["int8-static"]))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    inits = {i.name: i for i in model.graph.initializer}
+    zero_points = [
+        inits[n.input[2]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+    ]
+    assert zero_points, "every Q/DQ node names a zero-point"
+    for zp in zero_points:
+        assert zp.data_type == TensorProto.INT8
+        assert not numpy_helper.to_array(zp).any(), f"{zp.name} is not 0: TensorRT needs symmetric Q/DQ"
+    biases = [i for i in inits.values() if i.name.endswith("bias")]
+    assert biases and all(b.data_type == TensorProto.FLOAT for b in biases)  # TensorRT takes no int32 DQ bias
+    # Q/DQ only on the inputs of the Gemms: the Q-values leave the last Gemm unrounded.
+    producer = {out: n.op_type for n in model.graph.node for out in n.output}
+    assert producer["q"] == "Gemm"
+    assert all(producer.get(n.input[0]) != "Gemm" for n in model.graph.node if n.op_type == "QuantizeLinear")
+    assert len(INFO["int8-static"]["bias_shifts"]) == 3  # one bias correction per Gemm
+
+
+def test_int8_is_at_most_30_percent_of_fp32_at_pipeline_size(quantized: dict[str, Path]) -> None:
+    """At the pipeline's 256×256 size; a tiny network's Q/DQ scales and zero-points weigh more (see note)."""
+    fp32 = quantized["fp32"].stat().st_size
+    for precision in ("int8-dynamic", "int8-static"):
+        assert quantized[precision].stat().st_size <= 0.30 * fp32, precision
+    assert quantized["fp16"].stat().st_size <= 0.52 * fp32
+
+
+@pytest.mark.parametrize("precision", ["int8-dynamic", "int8-static"])
+def test_int8_keeps_the_float_actions(
+    quantized: dict[str, Path], teacher_net: MLPNet, env_model: GridModel, precision: str
+) -> None:
+    obs = reachable_obs(env_model)
+    q, ref = onnx_q_values(quantized[precision], obs), torch_q_values(teacher_net, obs)
+    assert np.abs(q - ref).max() < 0.5
+    assert (q.argmax(1) == ref.argmax(1)).mean() >= 0.99
+
+
+def test_sort_nodes_orders_a_shuffled_graph(quantized: dict[str, Path]) -> None:
+    model = onnx.load_model(str(quantized["fp32"]))
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(nodes))
+    sort_nodes(model.graph)
+    onnx.checker.check_model(model)
+    assert [n.name for n in model.graph.node] == [n.name for n in nodes]

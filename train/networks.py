@@ -1,0 +1,100 @@
+"""Q-networks / policy heads for the gridworld, rebuilt from a JSON-able :class:`NetConfig`.
+
+Every network takes a float32 batch ``[N, obs_dim]`` (image observations are flattened 3×3 windows) and
+returns ``[N, n_actions]`` Q-values or logits, which is also the ONNX contract (DESIGN.md §5). Hidden
+sizes live in the config, so a pruned (re-shaped) network rebuilds from its own config.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+KINDS = ("mlp", "cnn")
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Architecture of a policy network."""
+
+    kind: str = "mlp"
+    """``mlp`` for vector observations, ``cnn`` for the 3×3 egocentric image."""
+    obs_dim: int = 6
+    """Length of the flat float32 input (6 for ``vector``, 9 for ``image``)."""
+    n_actions: int = 3
+    """Number of discrete actions (outputs)."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Width of each hidden layer (after the convolution for ``cnn``)."""
+    channels: int = 16
+    """Convolution channels (``cnn`` only)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form notes carried with the weights (e.g. how a pruned net was made)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown network kind {self.kind!r}; use one of {KINDS}")
+        if self.kind == "cnn" and self.obs_dim != 9:
+            raise ValueError(f"the cnn expects a flattened 3×3 image (obs_dim 9), got {self.obs_dim}")
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ValueError(f"hidden sizes must be positive, got {self.hidden}")
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NetConfig:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def _mlp(in_dim: int, hidden: tuple[int, ...]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        in_dim = width
+    return nn.Sequential(*layers)
+
+
+class MLPNet(nn.Module):
+    """``obs → [Linear → ReLU] × len(hidden) → out``; ``out`` is kept whole when pruning."""
+
+    def __init__(self, config: NetConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.body = _mlp(config.obs_dim, config.hidden)
+        self.out = nn.Linear(config.hidden[-1], config.n_actions)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(obs))
+
+
+class CNNNet(nn.Module):
+    """A 3×3 conv over the egocentric window, then an MLP head."""
+
+    def __init__(self, config: NetConfig) -> None:
+        super().__init__()
+        self.config = config
+        side = math.isqrt(config.obs_dim)
+        self.side = side
+        self.conv = nn.Sequential(nn.Conv2d(1, config.channels, kernel_size=3, padding=1), nn.ReLU())
+        self.body = _mlp(config.channels * side * side, config.hidden)
+        self.out = nn.Linear(config.hidden[-1], config.n_actions)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = self.conv(obs.reshape(-1, 1, self.side, self.side))
+        return self.out(self.body(x.flatten(1)))
+
+
+def build_network(config: NetConfig) -> nn.Module:
+    return MLPNet(config) if config.kind == "mlp" else CNNNet(config)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
