@@ -14,8 +14,12 @@ EPISODES ?= 100
 POLICY ?= mixed
 SEED ?= 0
 DATASET ?= data/replay_buffer.npz
+ALGO ?= cql
+RUN_DIR ?= runs/$(ALGO)
+TEACHER ?= $(RUN_DIR)/best.safetensors
+STUDENT_DIR ?= runs/distilled
 
-.PHONY: help setup run test test-fast lint collect viz bench-env clean
+.PHONY: help setup run test test-fast lint collect viz train distill export edge bench-env clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -28,11 +32,20 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)  ## create .venv with the pinned versions (idempotent)
 
-run: collect  ## the whole pipeline on the default target (grows with each stage)
-	@echo "dataset: $(DATASET)  plots: $(dir $(DATASET))plots/"
+run: collect train distill export  ## the whole pipeline on the default target: collect → train → distill → export
+	@echo "dataset:   $(DATASET) (plots in $(dir $(DATASET))plots/)"
+	@echo "policy:    $(TEACHER) (curves in $(RUN_DIR)/loss_curves.png)"
+	@echo "student:   $(STUDENT_DIR)/student.safetensors"
+	@echo "artifacts: artifacts/$(TARGET)/manifest.json"
 
 collect: $(STAMP)  ## collect the offline dataset and draw its plots
 	$(PY) -m train.collect --episodes $(EPISODES) --policy $(POLICY) --seed $(SEED) --out $(DATASET)
+
+train: $(STAMP)  ## offline RL on the dataset (ALGO=cql|bcq|td3bc|bc)
+	$(PY) -m train --algo $(ALGO) --dataset $(DATASET) --out $(RUN_DIR)
+
+distill: $(STAMP)  ## distil the trained policy into a small student
+	$(PY) -m train.distill --teacher $(TEACHER) --dataset $(DATASET) --out $(STUDENT_DIR)
 
 viz: $(STAMP)  ## redraw the dataset plots
 	$(PY) -m train.viz $(DATASET)
@@ -47,8 +60,21 @@ lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+export: $(STAMP)  ## every variant x format of TARGET into artifacts/<TARGET>/ (make export TARGET=x86|arm64|jetson)
+	$(PY) -m export --target $(TARGET)
+
 bench-env: $(STAMP)  ## environment speed (single and vector steps/s)
 	$(PY) -m benchmarks.env_speed
+
+# Edge runtime on an exported artifact (`make export TARGET=…` first).
+VARIANT ?= int8-static
+BACKEND ?= onnxruntime
+FPS ?= 10
+EPISODES_EDGE ?= 20
+
+edge: $(STAMP)  ## run edge_runtime on an artifact: make edge TARGET=x86 VARIANT=int8-static BACKEND=onnxruntime FPS=10
+	$(PY) -m edge_runtime --manifest artifacts/$(TARGET)/manifest.json --variant $(VARIANT) --backend $(BACKEND) \
+		--fps $(FPS) --episodes $(EPISODES_EDGE) --out results/sessions
 
 clean:  ## remove generated outputs (keeps .venv)
 	rm -rf data runs artifacts results reports/out

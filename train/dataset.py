@@ -120,6 +120,8 @@ def load_dataset(path: str | Path) -> Dataset:
     hint = "re-create it with `python -m train.collect --out <path>`"
     if not path.is_file():
         raise DatasetError(f"{path}: no such dataset file; {hint}")
+    if not zipfile.is_zipfile(path):  # np.load would try to read it as a pickle (and refuse)
+        raise DatasetError(f"{path}: not a readable .npz file (not a zip archive); {hint}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
