@@ -18,6 +18,8 @@ ALGO ?= cql
 RUN_DIR ?= runs/$(ALGO)
 TEACHER ?= $(RUN_DIR)/best.safetensors
 STUDENT_DIR ?= runs/distilled
+# Small budgets keep `make run` to minutes on 2 shared cores; one torch thread is faster than two there.
+TRAIN_FLAGS ?= --steps 3000 --threads 1 --no-progress
 
 .PHONY: help setup run test test-fast lint collect viz train distill export edge bench-env clean
 
@@ -42,7 +44,7 @@ collect: $(STAMP)  ## collect the offline dataset and draw its plots
 	$(PY) -m train.collect --episodes $(EPISODES) --policy $(POLICY) --seed $(SEED) --out $(DATASET)
 
 train: $(STAMP)  ## offline RL on the dataset (ALGO=cql|bcq|td3bc|bc)
-	$(PY) -m train --algo $(ALGO) --dataset $(DATASET) --out $(RUN_DIR)
+	$(PY) -m train --algo $(ALGO) --dataset $(DATASET) --out $(RUN_DIR) $(TRAIN_FLAGS)
 
 distill: $(STAMP)  ## distil the trained policy into a small student
 	$(PY) -m train.distill --teacher $(TEACHER) --dataset $(DATASET) --out $(STUDENT_DIR)

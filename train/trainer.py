@@ -449,6 +449,8 @@ def train(config: TrainConfig) -> TrainResult:
             bar.close()
         t1 = time.perf_counter()
         last_state = algo.state_dict()
+        if best.key is None:  # interrupted before the first evaluation finished
+            best.step, best.state = step, last_state
         algo.load_state_dict(best.state)
         best_entry = save("best", best.step)
         algo.load_state_dict(last_state)
