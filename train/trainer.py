@@ -73,8 +73,11 @@ class TrainConfig:
     """Copy the Q-net into its target network every this many steps (used when --tau is 0)."""
     tau: float = 0.0
     """Polyak factor for a soft target update after every step; 0 selects hard copies (--target-update)."""
-    alpha: float = 0.5
-    """CQL: weight of the conservative term logsumexp_a Q(s, a) − Q(s, a_data)."""
+    alpha: float = 0.1
+    """CQL: weight of the conservative term logsumexp_a Q(s, a) − Q(s, a_data). Its fixed point shifts each
+    Q(s, a) by about α·(softmax Q / empirical behaviour frequency − 1), and with ~10 samples per action the
+    frequencies are noisy enough that α = 0.5 mis-ranks actions whose values differ by ~0.2 (the random
+    buffer drops below random play); 0.1 still pushes down actions the data never shows."""
     bc_weight: float = 0.0
     """CQL: weight of an extra behaviour-cloning cross-entropy on the Q-values (0 = off)."""
     bcq_threshold: float = 0.3
