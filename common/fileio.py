@@ -7,10 +7,12 @@ crash or a bad input never leaves a half-written dataset, checkpoint, manifest o
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
@@ -21,6 +23,8 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp creates 0600; give the result the mode a plain open() would (0666 less the umask).
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -28,8 +32,22 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     return path
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; read once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def atomic_write_json(path: str | Path, payload: Any) -> Path:
+    """``payload`` as indented JSON (values JSON cannot hold, such as paths, written as strings)."""
+    return atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def file_sha256(path: str | Path) -> str:

@@ -53,8 +53,10 @@ def read_checkpoint(path: str | Path) -> tuple[NetConfig, dict[str, torch.Tensor
     if meta.get("format") != FORMAT or "network" not in meta:
         raise CheckpointError(f"{path}: safetensors file without a NeuroQuant network config; {fix}")
     try:
-        config = NetConfig.from_dict(json.loads(meta["network"]))
-        info = json.loads(meta.get("info", "{}"))
+        network, info = json.loads(meta["network"]), json.loads(meta.get("info", "{}"))
+        if not isinstance(network, dict) or not isinstance(info, dict):
+            raise TypeError("network and info must be JSON objects")
+        config = NetConfig.from_dict(network)
     except (json.JSONDecodeError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: corrupt network config in the header ({err}); {fix}") from err
     return config, tensors, info

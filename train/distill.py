@@ -52,14 +52,13 @@ from torch import nn
 from tqdm import tqdm
 
 from common.cli import dataclass_parser, parse_dataclass
-from common.fileio import file_sha256
+from common.fileio import atomic_write_json, file_sha256
 from gridworld.core import GridModel
 from gridworld.oracle import Oracle
 from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from train.dataset import Dataset, DatasetError, load_dataset
-from train.dqn import spread_input_layer, write_json
 from train.evaluate import env_model_from_metadata, evaluate_model, flat_obs
-from train.networks import NetConfig, build_network, count_params
+from train.networks import NetConfig, anchor_first_layer, build_network, count_params
 from train.runlog import RunLogger
 
 STUDENT_FILE = "student.safetensors"
@@ -88,7 +87,7 @@ class DistillConfig:
     steps: int = 3000
     """Gradient steps."""
     input_init: float = 20.0
-    """First-layer init of the student (see train.dqn.spread_input_layer): weights × this, ReLU kinks
+    """First-layer init of the student (see train.networks.anchor_first_layer): weights × this, ReLU kinks
     through training states; 0 = torch's default init."""
     lr: float = 3e-3
     """Adam learning rate at the start; cosine-annealed to lr_final over the steps."""
@@ -197,14 +196,14 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     net_config = student_config(teacher_cfg, config, teacher_sha)
     student = build_network(net_config)
     if config.input_init > 0:
-        spread_input_layer(student, obs.numpy(), config.input_init, config.seed)
+        anchor_first_layer(student, obs, config.input_init, torch.Generator().manual_seed(config.seed))
     teacher_params, student_params = count_params(teacher), count_params(student)
     untrained_agreement = agreement(student, obs, teacher_actions)
     teacher_eval = evaluate_model(teacher, env_model)
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", {"stage": "distill", **asdict(config)})
+    atomic_write_json(out / "config.json", {"stage": "distill", **asdict(config)})
     optimizer = torch.optim.Adam(student.parameters(), lr=config.lr, fused=True)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=config.steps, eta_min=config.lr_final
@@ -289,7 +288,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
         "wall_seconds": round(time.perf_counter() - t_start, 3),
         "history": history,
     }
-    write_json(out / "summary.json", summary)
+    atomic_write_json(out / "summary.json", summary)
     return summary
 
 

@@ -24,7 +24,6 @@ Design notes (why, not what):
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -41,7 +40,7 @@ from torch import nn
 from tqdm import tqdm
 
 from common.cli import dataclass_parser, parse_dataclass
-from common.fileio import atomic_write_text
+from common.fileio import atomic_write_json
 from gridworld import ENV_ID
 from gridworld.core import N_ACTIONS, GridModel
 from gridworld.oracle import Evaluation, Policy
@@ -49,14 +48,9 @@ from gridworld.vector import GridWorldVectorEnv
 from train.algos.base import Batch, double_dqn_target
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.evaluate import evaluate_model, flat_obs
-from train.networks import NetConfig, build_network, count_params
+from train.networks import NetConfig, anchor_first_layer, build_network, count_params
 from train.per import LinearSchedule, ReplayBuffer, make_buffer
 from train.runlog import RunLogger
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
-
 
 # ---------------------------------------------------------------------------------------------------
 # Config
@@ -182,22 +176,6 @@ def epsilon_at(config: DQNConfig, transitions: int) -> float:
     return config.eps_end + (config.eps_start - config.eps_end) * decay
 
 
-def spread_input_layer(net: nn.Module, observations: np.ndarray, scale: float, seed: int) -> None:
-    """Re-initialise the first ``Linear`` so its units have slope ``scale``× the default and each unit's
-    hyperplane passes through a randomly chosen observation (a data-dependent init, like placing spline
-    knots on the data). Only the weights change: the network, its config and its export are the same.
-    """
-    first = next(m for m in net.modules() if isinstance(m, nn.Linear))
-    if first.in_features != observations.shape[1]:
-        return  # a CNN's first Linear sees conv features, not observations: keep the default init
-    generator = torch.Generator().manual_seed(seed)
-    obs = torch.from_numpy(np.ascontiguousarray(observations, dtype=np.float32))
-    centres = obs[torch.randint(len(obs), (first.out_features,), generator=generator)]
-    with torch.no_grad():
-        first.weight.mul_(scale)
-        first.bias.copy_(-(first.weight * centres).sum(dim=1))
-
-
 def net_config_for(model: GridModel, hidden: tuple[int, ...]) -> NetConfig:
     """MLP for vector observations, CNN for the 3×3 image; input is the flattened observation."""
     obs_dim = int(np.prod(model.obs_shape))
@@ -316,7 +294,7 @@ def train_dqn(config: DQNConfig) -> DQNResult:
     rng = np.random.default_rng(config.seed)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", {"stage": "dqn", **asdict(config)})
+    atomic_write_json(out / "config.json", {"stage": "dqn", **asdict(config)})
 
     env = GridWorldVectorEnv(
         config.num_envs,
@@ -388,8 +366,11 @@ def train_dqn(config: DQNConfig) -> DQNResult:
 
             if transitions >= config.learning_starts and iteration % config.train_every == 0:
                 if agent.updates == 0 and config.input_init > 0:
-                    spread_input_layer(
-                        agent.q, buffer.observations[: len(buffer)], config.input_init, config.seed
+                    anchor_first_layer(
+                        agent.q,
+                        buffer.observations[: len(buffer)].reshape(len(buffer), -1),
+                        config.input_init,
+                        torch.Generator().manual_seed(config.seed),
                     )
                     agent.target.load_state_dict(agent.q.state_dict())
                 for _ in range(config.gradient_steps):
@@ -463,7 +444,7 @@ def train_dqn(config: DQNConfig) -> DQNResult:
         medium_checkpoint=medium_path,
         history=history,
     )
-    write_json(out / "summary.json", asdict(result))
+    atomic_write_json(out / "summary.json", asdict(result))
     return result
 
 

@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -98,3 +99,25 @@ def build_network(config: NetConfig) -> nn.Module:
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def anchor_first_layer(
+    net: nn.Module, obs: torch.Tensor | np.ndarray, scale: float, generator: torch.Generator
+) -> None:
+    """Steepen an MLP's first layer and make every unit's ReLU kink pass through a training observation.
+
+    With PyTorch's default init the first-layer hyperplanes are shallow and mostly miss the data, so the
+    network starts out smooth over the grid; grid positions are only 1/9 apart and the Q-function jumps at
+    walls, and fitting it took many thousand steps. Multiplying the weights by ``scale`` and setting
+    ``b_j = −w_j·o_j`` for a random training observation ``o_j`` gives sharp features placed where the data
+    is (like random ReLU features), which cut the steps needed to fit Q* several-fold in our runs.
+    Networks whose first layer is not a ``Linear`` (the CNN) are left alone.
+    """
+    first = next(iter(net.body)) if hasattr(net, "body") and isinstance(net.body, nn.Sequential) else None
+    if scale <= 0 or not isinstance(first, nn.Linear) or first.in_features != obs.shape[1]:
+        return
+    obs = torch.as_tensor(np.ascontiguousarray(obs, dtype=np.float32)) if isinstance(obs, np.ndarray) else obs
+    with torch.no_grad():
+        anchors = obs[torch.randint(len(obs), (first.out_features,), generator=generator)]
+        first.weight.mul_(scale)
+        first.bias.copy_(-(first.weight * anchors).sum(dim=1))

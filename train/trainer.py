@@ -36,7 +36,7 @@ from train.algos.base import Algo, Batch
 from train.checkpoint import save_checkpoint
 from train.dataset import Dataset, DatasetError, load_dataset
 from train.evaluate import env_model_from_metadata, evaluate_model, flat_obs, oracle_agreement
-from train.networks import NetConfig, build_network, count_params
+from train.networks import NetConfig, anchor_first_layer, build_network, count_params
 from train.runlog import RunLogger
 
 #: Oracle ratio whose first crossing the summary reports (the issue's "≥ 99 % of the oracle" target).
@@ -92,7 +92,7 @@ class TrainConfig:
     """Log the mean of the loss components over this many steps."""
     init_scale: float = 60.0
     """Scale of the first layer's initial weights, whose ReLU kinks are placed through random training
-    observations (0 = PyTorch's default init); see trainer.anchor_first_layer for why."""
+    observations (0 = PyTorch's default init); see train.networks.anchor_first_layer for why."""
     max_grad_norm: float = 0.0
     """Clip the global gradient norm to this (0 = no clipping)."""
     seed: int = 0
@@ -224,25 +224,6 @@ def network_config(dataset: Dataset, env_model: GridModel, hidden: tuple[int, ..
         )
     kind = "cnn" if env_model.obs_mode == "image" else "mlp"
     return NetConfig(kind=kind, obs_dim=int(np.prod(obs_shape)), n_actions=N_ACTIONS, hidden=hidden)
-
-
-def anchor_first_layer(net: nn.Module, obs: torch.Tensor, scale: float, generator: torch.Generator) -> None:
-    """Steepen an MLP's first layer and make every unit's ReLU kink pass through a training observation.
-
-    With PyTorch's default init the first-layer hyperplanes are shallow and mostly miss the data, so the
-    network starts out smooth over the grid; grid positions are only 1/9 apart and the Q-function jumps at
-    walls, and fitting it took many thousand steps. Multiplying the weights by ``scale`` and setting
-    ``b_j = −w_j·o_j`` for a random training observation ``o_j`` gives sharp features placed where the data
-    is (like random ReLU features), which cut the steps needed to fit Q* several-fold in our runs.
-    Networks whose first layer is not a ``Linear`` (the CNN) are left alone.
-    """
-    first = next(iter(net.body)) if hasattr(net, "body") and isinstance(net.body, nn.Sequential) else None
-    if scale <= 0 or not isinstance(first, nn.Linear) or first.in_features != obs.shape[1]:
-        return
-    with torch.no_grad():
-        anchors = obs[torch.randint(len(obs), (first.out_features,), generator=generator)]
-        first.weight.mul_(scale)
-        first.bias.copy_(-(first.weight * anchors).sum(dim=1))
 
 
 def build_algo(config: TrainConfig, net: NetConfig, sampler: TransitionSampler) -> Algo:

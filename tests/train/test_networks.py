@@ -133,6 +133,26 @@ def test_foreign_safetensors_file_is_refused(tmp_path: Path) -> None:
         load_checkpoint(foreign)
 
 
+@pytest.mark.parametrize("network", ["[256, 256]", '"mlp"', "{not json"])
+def test_header_config_that_is_not_a_json_object_is_refused(tmp_path: Path, network: str) -> None:
+    """A tampered header must give a CheckpointError, not an AttributeError from deep inside."""
+    bad = tmp_path / "bad.safetensors"
+    meta = {"format": "neuroquant-checkpoint/1", "network": network, "info": "{}"}
+    save_file({"weight": torch.zeros(3, 3)}, str(bad), metadata=meta)
+    with pytest.raises(CheckpointError, match="corrupt network config"):
+        read_checkpoint(bad)
+
+
+def test_checkpoint_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    """Atomic writes go through mkstemp (mode 0600); the result must be readable like any written file."""
+    import os
+
+    path = save_checkpoint(tmp_path / "c.safetensors", build_network(NetConfig()), NetConfig())
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_weights_that_do_not_match_the_config_are_refused(tmp_path: Path) -> None:
     path = save_checkpoint(
         tmp_path / "net.safetensors", build_network(NetConfig(hidden=(8,))), NetConfig(hidden=(8,))
