@@ -31,6 +31,10 @@ class SessionReportError(ValueError):
     """A session CSV that cannot be plotted (missing, empty, or without the §7 columns)."""
 
 
+class EmptySessionError(SessionReportError):
+    """A well-formed session CSV without frames (a session stopped before its first frame)."""
+
+
 def load_session(csv_path: Path) -> tuple[Any, dict[str, Any]]:
     """The frames as a DataFrame plus the JSON summary (empty if it was not written)."""
     import pandas as pd
@@ -45,7 +49,7 @@ def load_session(csv_path: Path) -> tuple[Any, dict[str, Any]]:
     if missing:
         raise SessionReportError(f"{csv_path}: missing column(s) {missing}; is it a session_<N>.csv?")
     if df.empty:
-        raise SessionReportError(f"{csv_path}: the session recorded no frames")
+        raise EmptySessionError(f"{csv_path}: the session recorded no frames")
     summary_path = csv_path.with_suffix(".json")
     summary: dict[str, Any] = {}
     if summary_path.is_file():
