@@ -18,10 +18,10 @@ ALGO ?= cql
 RUN_DIR ?= runs/$(ALGO)
 TEACHER ?= $(RUN_DIR)/best.safetensors
 STUDENT_DIR ?= runs/distilled
-# Small budgets keep `make run` to minutes on 2 shared cores; one torch thread is faster than two there.
-TRAIN_FLAGS ?= --steps 3000 --threads 1 --no-progress
+# One torch thread is faster than two on 2 shared cores; the step budget is the trainer's default (20k).
+TRAIN_FLAGS ?= --threads 1 --no-progress
 
-.PHONY: help setup run test test-fast lint collect viz train distill export edge bench-env clean
+.PHONY: help setup browser run test test-fast lint collect viz train distill export edge bench bench-env report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -34,11 +34,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)  ## create .venv with the pinned versions (idempotent)
 
-run: collect train distill export  ## the whole pipeline on the default target: collect → train → distill → export
+run: collect train distill export bench report  ## the whole pipeline: collect → train → distill → export → bench → report
 	@echo "dataset:   $(DATASET) (plots in $(dir $(DATASET))plots/)"
 	@echo "policy:    $(TEACHER) (curves in $(RUN_DIR)/loss_curves.png)"
 	@echo "student:   $(STUDENT_DIR)/student.safetensors"
 	@echo "artifacts: artifacts/$(TARGET)/manifest.json"
+	@echo "report:    $(REPORT_DIR)/index.html (bubble chart: $(REPORT_DIR)/bubble.png)"
 
 collect: $(STAMP)  ## collect the offline dataset and draw its plots
 	$(PY) -m train.collect --episodes $(EPISODES) --policy $(POLICY) --seed $(SEED) --out $(DATASET)
@@ -52,7 +53,15 @@ distill: $(STAMP)  ## distil the trained policy into a small student
 viz: $(STAMP)  ## redraw the dataset plots
 	$(PY) -m train.viz $(DATASET)
 
-test: $(STAMP)  ## the whole test suite (slow end-to-end tests included)
+# The report test opens index.html in headless Chromium (Debian's package). Installed when we are root and
+# apt-get exists (CI, containers); elsewhere that one test is skipped with the reason.
+browser:  ## install headless Chromium for the report test (Debian/Ubuntu, as root)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+		|| { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+			&& (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+			|| echo "chromium not installed: the HTML report test will be skipped"; }
+
+test: $(STAMP) browser  ## the whole test suite (slow end-to-end tests included)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)  ## the test suite without the slow end-to-end tests
@@ -64,6 +73,15 @@ lint: $(STAMP)  ## ruff
 
 export: $(STAMP)  ## every variant x format of TARGET into artifacts/<TARGET>/ (make export TARGET=x86|arm64|jetson)
 	$(PY) -m export --target $(TARGET)
+
+REPORT_DIR ?= reports/out
+BENCH_FLAGS ?=
+
+bench: $(STAMP)  ## the benchmark matrix over every artifact x backend of TARGET (make bench TARGET=x86)
+	$(PY) -m benchmarks --manifest artifacts/$(TARGET)/manifest.json --out results/benchmark $(BENCH_FLAGS)
+
+report: $(STAMP)  ## tables, bubble chart and index.html from results/ into reports/out/
+	$(PY) -m reports --results results --out $(REPORT_DIR)
 
 bench-env: $(STAMP)  ## environment speed (single and vector steps/s)
 	$(PY) -m benchmarks.env_speed

@@ -62,7 +62,7 @@ def _timed(run_chunk: Callable[[], int], seconds: float) -> float:
             return steps / (now - start)
 
 
-def _measure(
+def measure_rate(
     name: str,
     unit: str,
     run_chunk: Callable[[], int],
@@ -70,6 +70,7 @@ def _measure(
     repeats: int,
     target: float | None = None,
 ) -> Result:
+    """Median steps/s of ``run_chunk`` over ``repeats`` blocks of ``seconds``, after a short warm-up."""
     _timed(run_chunk, min(0.2, seconds))  # warm-up: caches, branch predictors, CPU frequency
     rates = [_timed(run_chunk, seconds) for _ in range(repeats)]
     return Result(name, unit, statistics.median(rates), min(rates), max(rates), rates, target)
@@ -170,16 +171,16 @@ def run_benchmarks(
     per_repeat = seconds / repeats
     vector_target = VECTOR_TARGET if envs == VECTOR_TARGET_ENVS else None
     results = [
-        _measure(
+        measure_rate(
             "single env.unwrapped.step", "steps/s", single_env_chunk(), per_repeat, repeats, SINGLE_TARGET
         ),
-        _measure("single GridWorldCore.step", "steps/s", core_chunk(), per_repeat, repeats),
-        _measure(
+        measure_rate("single GridWorldCore.step", "steps/s", core_chunk(), per_repeat, repeats),
+        measure_rate(
             f"vector x{envs}", "env-steps/s", vector_env_chunk(envs), per_repeat, repeats, vector_target
         ),
     ]
     for n in sorted(set(sizes) - {envs}):
-        results.append(_measure(f"vector x{n}", "env-steps/s", vector_env_chunk(n), per_repeat, repeats))
+        results.append(measure_rate(f"vector x{n}", "env-steps/s", vector_env_chunk(n), per_repeat, repeats))
     return results
 
 

@@ -1,0 +1,136 @@
+"""The benchmark result files: column order, scenario names, and the CSV + JSON pair of one run.
+
+The contract with ``reports/`` (DESIGN.md §8, the result-file schema): one tidy row per
+(target, variant, backend, scenario), a new ``bench_<target>_<host>_<YYYYmmddTHHMMSSZ>.csv``/``.json`` pair
+per run, never an overwrite. Missing figures are empty cells, never 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+COLUMNS = (
+    "run_id",
+    "timestamp",
+    "target",
+    "host",
+    "arch",
+    "cpu",
+    "variant",
+    "backend",
+    "format",
+    "precision",
+    "artifact_status",
+    "scenario",
+    "status",
+    "reason",
+    "size_bytes",
+    "params",
+    "load_ms",
+    "first_infer_ms",
+    "iterations",
+    "lat_p50_us",
+    "lat_p90_us",
+    "lat_p99_us",
+    "lat_p999_us",
+    "lat_max_us",
+    "lat_mean_us",
+    "lat_std_us",
+    "batch100_ms",
+    "rss_mb",
+    "peak_rss_mb",
+    "mean_return",
+    "success_rate",
+    "oracle_ratio",
+    "action_agreement",
+    "loop_fps",
+    "deadline_misses",
+    "lateness_p99_us",
+    "value",
+    "unit",
+)
+"""CSV columns, in order. ``lat_*``: per-call latency of the scenario's unit of work — one ``infer_one``
+(latency), one batch-100 pass (batch100), the inference inside the loop (loop_*). ``iterations``: timed
+calls, passes, frames or gradient steps. ``value``/``unit``: the figure of a non-model row (steps/s), or
+observations/s of a batch100 row."""
+
+MODEL_SCENARIOS = ("latency", "batch100", "loop_uncapped", "loop_paced")
+"""Scenarios of a (variant, backend) cell, run in this order in one subprocess."""
+HOST_CELLS = {"env": ("env_single", "env_vector"), "trainer": ("trainer",)}
+"""Rows without a model (variant/backend/format/precision ``-``), by the process that measures them (the
+trainer's imports torch, so it runs alone)."""
+HOST_SCENARIOS = tuple(s for group in HOST_CELLS.values() for s in group)
+SCENARIOS = MODEL_SCENARIOS + HOST_SCENARIOS
+STATUSES = ("ok", "failed", "skipped")
+NO_MODEL = "-"
+
+
+def safe_host(hostname: str) -> str:
+    """The host part of a result file name: ``[A-Za-z0-9_-]`` only."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", hostname) or "host"
+
+
+def _cell(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return value
+
+
+def csv_text(rows: Iterable[dict[str, Any]]) -> str:
+    """Rows as CSV text with exactly :data:`COLUMNS` (a key outside them is a programming error)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="raise", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(row.get(k)) for k in COLUMNS})
+    return buf.getvalue()
+
+
+def _link_new(text: str, path: Path) -> None:
+    """Write ``text`` to a temp file and hard-link it to ``path``: all or nothing, never over a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # plain open(): the umask's file mode
+    try:
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+        os.link(tmp, path)  # FileExistsError when a run already took the name
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_pair(
+    out_dir: Path, target: str, hostname: str, started: datetime, rows: list[dict[str, Any]], meta: dict
+) -> tuple[Path, Path]:
+    """Write ``bench_<target>_<host>_<stamp>.csv`` and ``.json`` (with ``meta`` + ``"csv"``) as a new pair.
+
+    The stamp is the run's start (UTC); if another run already holds that second, the next free second is
+    taken, so a rerun adds a pair and never replaces one.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = csv_text(rows)
+    when = started
+    for _ in range(3600):
+        stem = f"bench_{target}_{safe_host(hostname)}_{when:%Y%m%dT%H%M%SZ}"
+        csv_path, json_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.json"
+        when += timedelta(seconds=1)
+        if json_path.exists():
+            continue
+        try:
+            _link_new(text, csv_path)
+        except FileExistsError:
+            continue
+        try:
+            _link_new(json.dumps({**meta, "csv": csv_path.name}, indent=2) + "\n", json_path)
+        except BaseException:
+            csv_path.unlink()  # no CSV without its JSON
+            raise
+        return csv_path, json_path
+    raise FileExistsError(f"{out_dir}: no free result file name near {started:%Y%m%dT%H%M%SZ}")
