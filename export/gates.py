@@ -8,6 +8,12 @@ the dataset's observations and on every reachable state:
   ``source_max_abs_q_diff`` against the variant's **own torch network** (what the conversion changed);
 - ``eval``: the exact return of the runtime as the policy, from every start state.
 
+Action agreement counts a row when the artifact takes the float policy's action, or when both actions
+are optimal by the BFS oracle (a tie: the float network ranks truly equal actions by a few hundredths,
+and int8 rounding flips such coin tosses without costing any return). Strict agreement (same argmax)
+is recorded beside it. Ties are only recognised where an observation identifies its state (``vector``
+observations); for the aliased 3×3 ``image`` observation agreement stays strict.
+
 An artifact passes when its action agreement with the float policy reaches the target's
 ``agreement_threshold`` on both sets, and its conversion drift stays within the precision's tolerance
 (1e-5 for fp32) or the target's ``max_abs_q_diff``. Q drift is bounded against the variant's own source
@@ -48,6 +54,8 @@ class Reference:
     """float32 ``[N, obs_dim]`` per set in :data:`SETS`."""
     q: dict[str, np.ndarray]
     """The float policy's Q-values on each set."""
+    optimal: dict[str, np.ndarray | None]
+    """bool ``[N, A]`` per set: the oracle's optimal actions of each row's state (None: states unknown)."""
     evaluation: Evaluation
     """Exact evaluation of the float policy."""
 
@@ -62,16 +70,38 @@ def reachable_obs(env_model: GridModel) -> np.ndarray:
     return flat_obs(env_model.observations[states])
 
 
+def optimal_actions(env_model: GridModel, obs: np.ndarray) -> np.ndarray | None:
+    """The oracle's optimal-action mask for each observation's state, or None when observations do not
+    identify states (two states share an observation, or a row matches no state)."""
+    table = flat_obs(env_model.observations)
+    index = {row.tobytes(): i for i, row in enumerate(table)}
+    if len(index) != len(table):
+        return None  # aliased observations (the 3×3 image): a row's state, hence its ties, is unknown
+    states = [index.get(row.tobytes()) for row in flat_obs(obs)]
+    if any(s is None for s in states):
+        return None
+    return Oracle(env_model).optimal_mask[np.asarray(states, dtype=np.int64)]
+
+
 def make_reference(q_fn: Any, env_model: GridModel, dataset_obs: np.ndarray) -> Reference:
     """``q_fn``: float32 ``[N, d]`` → Q ``[N, A]`` of the float policy (torch, here)."""
     obs = {"dataset": flat_obs(dataset_obs), "states": reachable_obs(env_model)}
     evaluation = evaluate_policy(env_model, lambda o: q_fn(flat_obs(o)).argmax(axis=1))
-    return Reference(env_model, obs, {k: q_fn(v) for k, v in obs.items()}, evaluation)
+    optimal = {k: optimal_actions(env_model, v) for k, v in obs.items()}
+    return Reference(env_model, obs, {k: q_fn(v) for k, v in obs.items()}, optimal, evaluation)
 
 
-def compare(q: np.ndarray, q_ref: np.ndarray) -> tuple[float, float]:
-    """(max |ΔQ|, share of rows with the same argmax)."""
-    return float(np.abs(q - q_ref).max()), float((q.argmax(axis=1) == q_ref.argmax(axis=1)).mean())
+def compare(
+    q: np.ndarray, q_ref: np.ndarray, optimal: np.ndarray | None = None
+) -> tuple[float, float, float]:
+    """(max |ΔQ|, agreement counting oracle ties, strict agreement: share of rows with the same argmax)."""
+    a, a_ref = q.argmax(axis=1), q_ref.argmax(axis=1)
+    same = a == a_ref
+    agree = same
+    if optimal is not None:
+        rows = np.arange(len(a))
+        agree = same | (optimal[rows, a] & optimal[rows, a_ref])
+    return float(np.abs(q - q_ref).max()), float(agree.mean()), float(same.mean())
 
 
 def open_backend(manifest: Manifest, entry: ArtifactEntry, profile: TargetProfile) -> Backend:
@@ -110,10 +140,15 @@ def gate(
         evaluation = evaluate_policy(ref.env_model, lambda o: backend.infer(flat_obs(o)).argmax(axis=1))
     parity: dict[str, float] = {}
     for name in SETS:
-        parity[f"{name}_max_abs_q_diff"], parity[f"{name}_agreement"] = compare(q[name], ref.q[name])
-        parity[f"{name}_source_max_abs_q_diff"] = compare(q[name], source_q[name])[0]
+        (
+            parity[f"{name}_max_abs_q_diff"],
+            parity[f"{name}_agreement"],
+            parity[f"{name}_strict_agreement"],
+        ) = compare(q[name], ref.q[name], ref.optimal[name])
+        parity[f"{name}_source_max_abs_q_diff"] = float(np.abs(q[name] - source_q[name]).max())
     parity["max_abs_q_diff"] = max(parity[f"{n}_max_abs_q_diff"] for n in SETS)
     parity["action_agreement"] = min(parity[f"{n}_agreement"] for n in SETS)
+    parity["strict_agreement"] = min(parity[f"{n}_strict_agreement"] for n in SETS)
     parity["source_max_abs_q_diff"] = max(parity[f"{n}_source_max_abs_q_diff"] for n in SETS)
     entry.parity = parity
     entry.eval = _eval_dict(evaluation, ref.evaluation)

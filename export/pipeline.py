@@ -434,12 +434,12 @@ def _fmt_size(n: int | None) -> str:
 
 
 def format_table(manifest: Manifest) -> str:
-    """variant / format / precision / size / params / exact return / agreement / status, one row each."""
-    header = ("variant", "format", "prec", "size", "params", "return", "agree", "status")
+    """variant / format / precision / size / params / exact return / agreement, strict too / status."""
+    header = ("variant", "format", "prec", "size", "params", "return", "agree", "strict", "status")
     rows = [header]
     for a in manifest.artifacts:
         ret = a.eval.get("mean_return")
-        agree = a.parity.get("action_agreement")
+        agree, strict = a.parity.get("action_agreement"), a.parity.get("strict_agreement")
         status = a.status if a.status == "ok" else f"{a.status}: {a.reason}"
         rows.append(
             (
@@ -450,6 +450,7 @@ def format_table(manifest: Manifest) -> str:
                 "-" if a.params is None else f"{a.params:,}",
                 "-" if ret is None else f"{ret:.3f}",
                 "-" if agree is None else f"{agree:.2%}",
+                "-" if strict is None else f"{strict:.2%}",
                 status if len(status) <= 90 else status[:87] + "...",
             )
         )

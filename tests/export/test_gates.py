@@ -61,6 +61,7 @@ def test_a_faithful_artifact_passes(tmp_path: Path, teacher_net: MLPNet, referen
     gates.gate(_manifest(tmp_path, entry), entry, reference, _source_q(teacher_net, reference), PROFILE, 1e-5)
     assert entry.status == "ok", entry.reason
     assert entry.parity["action_agreement"] == 1.0 and entry.parity["max_abs_q_diff"] <= 1e-5
+    assert entry.parity["strict_agreement"] == 1.0
     assert entry.eval["mean_return"] == pytest.approx(reference.evaluation.mean_return)
     assert entry.eval["return_ratio"] == pytest.approx(1.0)
     assert entry.extra["gate_backend"] == "onnxruntime"
@@ -114,3 +115,27 @@ def test_tampered_bytes_are_refused_before_loading(tmp_path: Path, teacher_net: 
     path.write_bytes(bytes(data))
     with pytest.raises(ManifestError, match="does not match the manifest"):
         get_backend("onnxruntime").from_manifest(manifest, entry)
+
+
+def test_agreement_counts_a_flip_between_two_optimal_actions_but_strict_does_not() -> None:
+    q_ref = np.array([[1.00, 0.99, 0.0], [0.0, 1.0, 0.5], [0.0, 1.0, 0.5]], dtype=np.float32)
+    q = np.array([[0.99, 1.00, 0.0], [0.0, 0.5, 1.0], [0.0, 1.0, 0.5]], dtype=np.float32)
+    optimal = np.array([[True, True, False], [False, True, False], [False, True, False]])
+    max_dq, agree, strict = gates.compare(q, q_ref, optimal)
+    # Row 0: a tie the oracle proves (both optimal) → agrees; row 1: a real mistake; row 2: same action.
+    assert (agree, strict) == pytest.approx((2 / 3, 1 / 3))
+    assert max_dq == pytest.approx(0.5)
+    assert gates.compare(q, q_ref)[1:] == pytest.approx((1 / 3, 1 / 3))  # no oracle → strict
+
+
+def test_oracle_ties_are_known_for_vector_observations_only(env_model: GridModel) -> None:
+    from gridworld.core import build_model
+    from gridworld.oracle import Oracle
+
+    obs = gates.reachable_obs(env_model)
+    mask = gates.optimal_actions(env_model, obs)
+    states = np.flatnonzero(Oracle(env_model).distance > 0)
+    assert mask is not None and np.array_equal(mask, Oracle(env_model).optimal_mask[states])
+    assert mask.sum(axis=1).max() >= 2  # the default layout has real ties
+    image = build_model(obs_mode="image")
+    assert gates.optimal_actions(image, gates.reachable_obs(image)) is None  # aliased 3×3 windows
