@@ -70,6 +70,7 @@ test-fast: $(STAMP)  ## the test suite without the slow end-to-end tests
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile
 
 export: $(STAMP)  ## every variant x format of TARGET into artifacts/<TARGET>/ (make export TARGET=x86|arm64|jetson)
 	$(PY) -m export --target $(TARGET)
@@ -98,3 +99,13 @@ edge: $(STAMP)  ## run edge_runtime on an artifact: make edge TARGET=x86 VARIANT
 
 clean:  ## remove generated outputs (keeps .venv)
 	rm -rf data runs artifacts results reports/out
+
+# Device bundle and edge image (`make export TARGET=…` first; the image re-exports from runs/ and data/).
+.PHONY: bundle docker
+DOCKER_PLATFORM ?= $(if $(filter x86,$(TARGET)),linux/amd64,linux/arm64)
+
+bundle: $(STAMP)  ## pack artifacts/<TARGET>/ and the edge runtime into dist/neuroquant-<TARGET>.tar.gz
+	$(PY) -m deploy.bundle --target $(TARGET) --out dist
+
+docker:  ## build the edge image neuroquant-edge:<TARGET> (needs a Docker engine with buildx)
+	docker build --platform $(DOCKER_PLATFORM) --build-arg TARGET=$(TARGET) -t neuroquant-edge:$(TARGET) .
