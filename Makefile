@@ -29,7 +29,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[edge,train,export,report,dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[edge,train,export,report,fleet,dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv with the pinned versions (idempotent)
@@ -67,7 +67,7 @@ test: $(STAMP) browser  ## the whole test suite (slow end-to-end tests included)
 test-fast: $(STAMP)  ## the test suite without the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow"
 
-lint: $(STAMP)  ## ruff
+lint: $(STAMP)  ## ruff check + format check, hadolint on the Dockerfile
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint Dockerfile

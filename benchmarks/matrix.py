@@ -1,9 +1,13 @@
 """The benchmark matrix: every (artifact × backend) cell of a manifest × scenarios, one process per cell.
 
 Why it is built this way:
-- Cells run one after another, each in a fresh ``python -m benchmarks.cell`` process with a timeout: a
-  crash, a hang or an exception in one cell becomes ``failed`` rows with the reason, and the matrix goes
-  on. Running cells side by side would make them measure each other.
+- Every cell runs in a fresh ``python -m benchmarks.cell`` process with a timeout (:func:`measure_cell`):
+  a crash, a hang or an exception in one cell becomes ``failed`` rows with the reason, and the matrix
+  goes on. Running cells side by side on one machine would make them measure each other, so the local
+  executor runs them one after another, and the Ray executor (``benchmarks.fleet``) lets each device run
+  one cell at a time.
+- An executor (``--executor``, :data:`EXECUTORS`) only decides where :func:`measure_cell` is called;
+  the host, arch and cpu of a row are measured by the process that calls it, i.e. on the device.
 - A missing runtime (``BackendUnavailable``) or a TensorRT engine still ``pending-on-device`` is a
   ``skipped`` row with the reason; an artifact that failed its export gate is still measured, so the
   reports can show what the gate rejected (the ``artifact_status`` column keeps the verdict).
@@ -23,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,6 +59,9 @@ VERSIONED = (
 #: a second BLAS thread spinning against other load turned 0.2 ms batch passes into 5 ms ones here.
 #: A variable the caller has set wins.
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+#: Where the cells run (``--executor``): name → ``"module:function"``, imported on first use, so Ray is
+#: imported only by a run that asks for it. Each has the signature of :func:`run_local`.
+EXECUTORS = {"local": "benchmarks.matrix:run_local", "ray": "benchmarks.fleet:run_ray"}
 
 
 class BenchError(ValueError):
@@ -122,12 +130,19 @@ class BenchConfig:
     work, 2 threads can be 30× slower than 1)."""
     sessions_dir: Path | None = None
     """Keep the loop scenarios' session_<N>.csv/.json here (e.g. results/sessions); default: a temporary
-    folder, deleted at the end."""
+    folder, deleted at the end. With --executor ray: on each node, relative to its checkout."""
     progress: bool = True
     """Progress bar over the cells (only on a terminal) or one line per cell; --no-progress for neither."""
-    executor: str = field(default="local", metadata={"choices": ("local",)})
-    """Where cells run: local = one after another on this machine. (DESIGN.md also names ray, which is not
-    implemented: the cells of one host must not run side by side anyway.)"""
+    executor: str = field(default="local", metadata={"choices": tuple(EXECUTORS)})
+    """Where cells run: local = one after another on this machine; ray = as tasks on a Ray cluster, each
+    on a node that offers the resource target_<manifest target> (one cell per node at a time; needs the
+    fleet extra and the same checkout and artifacts on every node, see README "Fleet")."""
+    address: str = "auto"
+    """--executor ray: the cluster to join (auto = the one `ray start` runs on this machine, or
+    $RAY_ADDRESS; else HOST:6379 of the head node)."""
+    ray_wait_s: float = 30.0
+    """--executor ray: how long a target may have no node in the cluster (at the start, or when its nodes
+    leave) before its remaining cells are skipped rows instead of waiting for ever."""
 
     def __post_init__(self) -> None:
         """Refuse settings that cannot produce a measurement, naming the flag."""
@@ -157,7 +172,7 @@ _RANGES = {
     **dict.fromkeys(("min_iters", "batch_passes", "loop_episodes", "loop_frames"), _AT_LEAST_1),
     **dict.fromkeys(("env_repeats", "env_vector_envs", "trainer_steps", "trainer_repeats"), _AT_LEAST_1),
     "trainer_threads": _AT_LEAST_1,
-    **dict.fromkeys(("min_seconds", "warmup_ms", "trainer_warmup"), _NOT_NEGATIVE),
+    **dict.fromkeys(("min_seconds", "warmup_ms", "trainer_warmup", "ray_wait_s"), _NOT_NEGATIVE),
     **dict.fromkeys(("max_seconds", "paced_seconds", "cell_timeout", "env_seconds"), _POSITIVE),
 }
 
@@ -405,6 +420,95 @@ class RunResult:
     seconds: float
 
 
+@dataclass
+class RunContext:
+    """What every cell of one run shares; a Ray task gets a copy and swaps in its own ``work``/``common``."""
+
+    config: BenchConfig
+    manifest: Manifest
+    work: Path
+    """Scratch folder of the machine that runs the cells (specs, results, observations)."""
+    common: dict[str, Any]
+    """Spec fields shared by the cells: ``manifest``, ``observations``, ``sessions_dir`` (paths there)."""
+    base: dict[str, Any]
+    """Row fields of the run: run_id, timestamp, target."""
+
+
+@dataclass
+class CellReport:
+    """What one cell gave: its rows, its summary for the JSON, and the host that measured it."""
+
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+    host: dict[str, Any] | None = None
+    """:func:`describe_host` of the machine the cell ran on; None when it ran nowhere."""
+
+
+#: ``executor(cells, context, done) -> reports in cell order``; ``done(cell, report)`` as each finishes.
+Executor = Callable[[list[Cell], RunContext, Callable[[Cell, CellReport], None]], list[CellReport]]
+
+
+def host_fields(host: dict[str, Any] | None) -> dict[str, Any]:
+    """The row columns that say where a cell ran (empty for a cell that ran nowhere)."""
+    host = host or {}
+    return {"host": host.get("hostname", ""), "arch": host.get("arch", ""), "cpu": host.get("cpu", "")}
+
+
+def cell_report(
+    cell: Cell, outcome: Outcome, ctx: RunContext, host: dict[str, Any] | None = None
+) -> CellReport:
+    rows = cell_rows(cell, outcome, ctx.manifest, {**ctx.base, **host_fields(host)})
+    summary = {**_cell_summary(cell, outcome, rows), "host": host_fields(host)["host"]}
+    return CellReport(rows, summary, host)
+
+
+def measure_cell(cell: Cell, ctx: RunContext) -> CellReport:
+    """Run one cell and turn its outcome into rows, on the machine that calls this: the one function every
+    executor runs (the Ray task calls it on the device, which starts ``benchmarks.cell`` there)."""
+    host = describe_host()
+    return cell_report(cell, run_cell(cell, ctx.config, ctx.work, ctx.common), ctx, host)
+
+
+def unrun_report(cell: Cell, ctx: RunContext, status: str, reason: str) -> CellReport:
+    """Rows for a cell that no machine ran (no node for its target, a lost task), with the reason."""
+    return cell_report(cell, Outcome(status, reason, 0.0), ctx)
+
+
+def prepare_common(
+    manifest: Manifest, manifest_path: Path, sessions_dir: Path | None, work: Path, root: Path
+) -> dict[str, Any]:
+    """Write the observation file into ``work`` and return the cells' shared spec fields, with relative
+    paths taken from ``root`` (the current folder on the driver, the checkout on a Ray node)."""
+    try:
+        obs_path = observation_file(manifest, work / "observations.npy")
+    except (LayoutError, ValueError) as err:
+        raise BenchError(f"{manifest_path}: cannot build its env ({err})") from err
+    return {
+        "manifest": str((root / manifest_path).resolve()),
+        "observations": str(obs_path),
+        "sessions_dir": str((root / (sessions_dir or work / "sessions")).resolve()),
+    }
+
+
+def run_local(
+    cells: list[Cell], ctx: RunContext, done: Callable[[Cell, CellReport], None]
+) -> list[CellReport]:
+    """One cell after another on this machine."""
+    reports = []
+    for cell in cells:
+        reports.append(measure_cell(cell, ctx))
+        done(cell, reports[-1])
+    return reports
+
+
+def get_executor(name: str) -> Executor:
+    """The executor registered as ``name`` in :data:`EXECUTORS` (its module imported now)."""
+    if name not in EXECUTORS:
+        raise BenchError(f"unknown executor {name!r}; choose from {', '.join(EXECUTORS)}")
+    module, _, function = EXECUTORS[name].partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
 def _progress(config: BenchConfig, total: int) -> Any:
     from tqdm import tqdm
 
@@ -425,6 +529,7 @@ def load_inputs(config: BenchConfig) -> tuple[Manifest, list[Cell]]:
 def run_matrix(config: BenchConfig) -> RunResult:
     """Run every selected cell and write the result pair; raises :class:`BenchError` before any cell."""
     manifest, cells = load_inputs(config)
+    execute = get_executor(config.executor)
     started = datetime.now(timezone.utc)
     t_start = time.perf_counter()
     host = describe_host()
@@ -432,43 +537,34 @@ def run_matrix(config: BenchConfig) -> RunResult:
         "run_id": uuid.uuid4().hex[:12],
         "timestamp": started.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "target": manifest.target,
-        "host": host["hostname"],
-        "arch": host["arch"],
-        "cpu": host["cpu"],
     }
-    rows: list[dict[str, Any]] = []
-    summaries: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="nq_bench_") as tmp:
         work = Path(tmp)
-        try:
-            obs_path = observation_file(manifest, work / "observations.npy")
-        except (LayoutError, ValueError) as err:
-            raise BenchError(f"{config.manifest}: cannot build its env ({err})") from err
-        sessions = config.sessions_dir or work / "sessions"
-        common = {
-            "manifest": str(config.manifest.resolve()),
-            "observations": str(obs_path),
-            "sessions_dir": str(Path(sessions).resolve()),
-        }
+        common = prepare_common(manifest, config.manifest, config.sessions_dir, work, Path.cwd())
         bar = _progress(config, len(cells))
         log = config.progress and bar.disable
+        finished = 0
+
+        def done(cell: Cell, report: CellReport) -> None:
+            nonlocal finished
+            finished += 1
+            bar.set_postfix_str(cell.name)
+            bar.update()
+            if log:
+                s = report.summary
+                print(
+                    f"[{finished}/{len(cells)}] {cell.name}: {s['status']} in {s['seconds']:.1f} s"
+                    + (f" on {s['host']}" if s["host"] and s["host"] != host["hostname"] else "")
+                    + (f" — {s['reason']}" if s["reason"] else ""),
+                    file=sys.stderr,
+                )
+
         try:
-            for i, cell in enumerate(cells, 1):
-                bar.set_postfix_str(cell.name)
-                outcome = run_cell(cell, config, work, common)
-                cell_rows_ = cell_rows(cell, outcome, manifest, base)
-                rows.extend(cell_rows_)
-                summaries.append(_cell_summary(cell, outcome, cell_rows_))
-                bar.update()
-                if log:
-                    s = summaries[-1]
-                    print(
-                        f"[{i}/{len(cells)}] {cell.name}: {s['status']} in {s['seconds']:.1f} s"
-                        + (f" — {s['reason']}" if s["reason"] else ""),
-                        file=sys.stderr,
-                    )
+            reports = execute(cells, RunContext(config, manifest, work, common, base), done)
         finally:
             bar.close()
+    rows = [row for report in reports for row in report.rows]
+    summaries = [report.summary for report in reports]
     seconds = round(time.perf_counter() - t_start, 2)
     meta = {
         "schema": 1,
@@ -477,7 +573,8 @@ def run_matrix(config: BenchConfig) -> RunResult:
         "target": manifest.target,
         "manifest": str(config.manifest),
         "manifest_sha256": file_sha256(config.manifest),
-        "host": host,
+        "host": host,  # where the driver ran (and the result file's name)
+        "hosts": {r.host["hostname"]: r.host for r in reports if r.host},  # where the cells ran
         "args": config.to_dict(),
         "model_cell_env": {k: os.environ.get(k, v) for k, v in SINGLE_THREAD_ENV.items()},
         "seconds": seconds,

@@ -68,7 +68,8 @@ class BenchmarkResults:
         for (target, host), group in self.rows.groupby(["target", "host"], sort=True):
             runs = [r for r in self.runs if (target, host) in r["pairs"]]
             newest = max(runs, key=lambda r: r["newest"]) if runs else {}
-            meta = newest.get("host") or {}
+            # A Ray run measures on many devices: `hosts` has each one's metadata, `host` is the driver's.
+            meta = (newest.get("hosts") or {}).get(host) or newest.get("host") or {}
             versions = meta.get("versions") or {}
             lines.append(
                 {
@@ -151,7 +152,7 @@ def load_benchmarks(folder: Path) -> BenchmarkResults:
         frames.append(df)
         runs.append(
             {
-                **{k: meta.get(k) for k in ("run_id", "created", "target", "host", "args", "cells")},
+                **{k: meta.get(k) for k in ("run_id", "created", "target", "host", "hosts", "args", "cells")},
                 "file": path.name,
                 "rows": len(df),
                 "pairs": set(zip(df["target"], df["host"], strict=True)),

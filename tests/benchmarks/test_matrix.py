@@ -383,6 +383,8 @@ def test_unknown_scenario_and_bad_numbers_are_refused(manifest_path: Path, tmp_p
         (("--scenarios", "latency,warp"), "unknown scenario(s) warp"),
         (("--min-iters", "0"), "--min-iters must be ≥ 1"),
         (("--paced-fps", "0"), "--paced-fps must be > 0"),
+        (("--executor", "slurm"), "invalid choice: 'slurm'"),
+        (("--ray-wait-s", "-1"), "--ray-wait-s must be ≥ 0"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             bench(capsys, manifest_path, tmp_path, *args)
