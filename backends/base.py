@@ -26,6 +26,8 @@ class Backend(ABC):
     formats: ClassVar[tuple[str, ...]]
     """Artifact formats it can load (``onnx``, ``openvino``, ``tensorrt``, ``torch``)."""
     needs_gpu: ClassVar[bool] = False
+    on_device: ClassVar[bool] = True
+    """Whether device bundles and images ship this runtime (False: a workstation-only reference)."""
     precisions: ClassVar[tuple[str, ...] | None] = None
     """Precisions it can run (``fp32``, ``fp16``, ``int8``); None means any its formats can hold."""
     package: ClassVar[str]

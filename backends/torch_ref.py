@@ -24,6 +24,7 @@ class TorchBackend(Backend):
 
     name: ClassVar[str] = "torch"
     formats: ClassVar[tuple[str, ...]] = ("torch",)
+    on_device: ClassVar[bool] = False  # the edge path never carries torch (DESIGN.md §1)
     package: ClassVar[str] = _INSTALL
 
     @classmethod

@@ -89,10 +89,15 @@ def edge_extra(path: Path = PYPROJECT) -> list[tuple[str, str | None]]:
 
 
 def profile_backends(profile: TargetProfile) -> tuple[str, ...]:
-    """Every backend the profile's formats use, in first-mentioned order (the first is the default)."""
+    """Every device backend the profile's formats use, in first-mentioned order (the first is the default).
+
+    Workstation-only references (``Backend.on_device`` False: torch) are left out of bundles and images.
+    """
+    from backends.registry import get_backend
+
     seen: dict[str, None] = {}
     for plan in profile.formats.values():
-        seen.update(dict.fromkeys(plan.backends))
+        seen.update(dict.fromkeys(b for b in plan.backends if get_backend(b).on_device))
     return tuple(seen)
 
 

@@ -273,6 +273,7 @@ class _Builder:
             n_actions=N_ACTIONS,
             options=dict(plan.options),
             settings=self.plan.profile.settings_for(plan.backends[0]) if plan.backends else {},
+            source=source,
         )
         extra: dict[str, Any] = {"source": {"name": variant.source, **source.info}, **precision_info}
         try:

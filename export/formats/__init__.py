@@ -23,6 +23,7 @@ FORMATS: dict[str, str] = {
     "onnx": "export.formats.onnx",
     "openvino": "export.formats.openvino",
     "tensorrt": "export.formats.tensorrt",
+    "torch": "export.formats.torch",
 }
 
 
@@ -46,6 +47,8 @@ class FormatJob:
     """The target profile's ``[formats.<name>]`` options (e.g. TensorRT batch range)."""
     settings: dict[str, Any] = field(default_factory=dict)
     """The target profile's settings of the format's first backend."""
+    source: Any = None
+    """The variant's torch network (``export.sources.SourceModel``), for formats that save it as it is."""
 
     @property
     def folder(self) -> Path:

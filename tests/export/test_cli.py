@@ -92,6 +92,8 @@ def test_x86_export(export_target: Callable[[str], Manifest]) -> None:
         "pruned-50/openvino",
         "masked-50/onnx",
         "distilled/onnx",
+        "float/torch",
+        "pruned-50/torch",
     ]
     assert {n: by[n].status for n in core} == dict.fromkeys(core, "ok"), {n: by[n].reason for n in core}
     assert by["float/onnx"].parity["source_max_abs_q_diff"] <= 1e-5
@@ -111,6 +113,10 @@ def test_x86_export(export_target: Callable[[str], Manifest]) -> None:
     assert abs(masked.size_bytes - by["float/onnx"].size_bytes) <= 64
     assert masked.extra["source"]["zero_fraction"] == pytest.approx(0.5, abs=0.01)
     assert by["pruned-50-int8/onnx"].size_bytes < pruned.size_bytes / 2
+    # torch: the same networks as safetensors checkpoints for the reference backend, exactly the float Q.
+    assert by["float/torch"].path.endswith(".safetensors") and by["float/torch"].backends == ["torch"]
+    assert by["float/torch"].parity["max_abs_q_diff"] <= 1e-6
+    assert by["pruned-50/torch"].params == pruned.params
     # OpenVINO: a true fp32 IR, an fp16 IR, an int8 IR.
     types = {
         v: _ir_constant_types(manifest.root / by[f"{v}/openvino"].path)
@@ -208,7 +214,7 @@ def test_missing_distilled_checkpoint_is_a_failed_variant(
     assert main(argv) == 0
     manifest = load_manifest(out / "manifest.json")
     distilled = [a for a in manifest.artifacts if a.variant == "distilled"]
-    assert {a.format for a in distilled} == {"onnx", "openvino"}
+    assert {a.format for a in distilled} == {"onnx", "openvino", "torch"}
     assert all(a.status == "failed" and a.reason == NO_DISTILLED for a in distilled)
     assert all(a.status == "ok" for a in manifest.artifacts if a.variant == "float")
 
