@@ -38,7 +38,7 @@ from benchmarks.latency import quantile_us, summarize_ns, time_calls
 from common.fileio import atomic_write_text
 from edge_runtime.cli import load_backend, resolve_plan
 from edge_runtime.config import SessionConfig
-from edge_runtime.session import Session, SessionPlan, _peak_rss_mb, _rss_reader
+from edge_runtime.session import Session, SessionPlan, peak_rss_mb, rss_reader
 from gridworld.layouts import LayoutError
 from gridworld.oracle import evaluate_policy
 
@@ -67,7 +67,7 @@ class Recorder:
 
     def save(self) -> None:
         cell = self.data["cell"]
-        cell["peak_rss_mb"] = round(_peak_rss_mb(_rss_reader()() / _MB), 2)
+        cell["peak_rss_mb"] = round(peak_rss_mb(rss_reader()() / _MB), 2)
         loaded = {name.partition(".")[0] for name in sys.modules}
         self.data["heavy_modules"] = sorted(loaded & set(HEAVY_MODULES))
         atomic_write_text(self.path, json.dumps(self.data, indent=1) + "\n")
@@ -250,7 +250,7 @@ def open_model_cell(spec: dict[str, Any], rec: Recorder) -> ModelCell | None:
     except (ManifestError, ValueError, OSError, RuntimeError) as err:
         rec.stop("failed", f"cannot load {entry.name} on {cfg.backend}: {err}")
         return None
-    rss_mb = round(_rss_reader()() / _MB, 2)
+    rss_mb = round(rss_reader()() / _MB, 2)
     rec.data["cell"].update(import_ms=import_ms, load_ms=load_ms, rss_mb=rss_mb)
     observations = np.load(spec["observations"], allow_pickle=False)
     t0 = time.perf_counter_ns()

@@ -105,23 +105,22 @@ class SessionResult:
         return 1
 
 
-def _rss_reader() -> Any:
-    """A cheap RSS probe in bytes: psutil where installed, else ``/proc/self/statm``, else nothing."""
-    try:
-        import psutil
-    except ImportError:
-        psutil = None
-    if psutil is not None:
-        proc = psutil.Process()
-        return lambda: proc.memory_info().rss
+def rss_reader() -> Any:
+    """A cheap RSS probe in bytes: ``/proc/self/statm`` on Linux (no import: psutil alone adds ~2 MB of
+    RSS), else psutil where installed (macOS, Windows), else nothing."""
     statm = Path("/proc/self/statm")
     if statm.is_file():
         page = os.sysconf("SC_PAGE_SIZE")
         return lambda: int(statm.read_text().split()[1]) * page
-    return lambda: 0
+    try:
+        import psutil
+    except ImportError:
+        return lambda: 0
+    proc = psutil.Process()
+    return lambda: proc.memory_info().rss
 
 
-def _peak_rss_mb(samples_peak_mb: float) -> float:
+def peak_rss_mb(samples_peak_mb: float) -> float:
     """The OS high-water mark of this process where available (it also sees peaks between samples).
 
     Linux: ``VmHWM`` from ``/proc/self/status``, not ``ru_maxrss`` — the latter survives ``exec``, so a
@@ -278,7 +277,7 @@ class Session:
             warm=lambda: backend.infer_one(obs),
         )
         self.pacer = pacer
-        read_rss = _rss_reader()
+        read_rss = rss_reader()
         live = None if cfg.quiet else LiveLine(self.live_stream)
         render = None
         if window is not None:
@@ -506,7 +505,7 @@ class Session:
                 "min": round(float(inst_fps.min()), 3) if inst_fps.size else None,
                 "max": round(float(inst_fps.max()), 3) if inst_fps.size else None,
             },
-            "peak_rss_mb": round(_peak_rss_mb(self.rss_peak_mb), 2),
+            "peak_rss_mb": round(peak_rss_mb(self.rss_peak_mb), 2),
             "sampled_peak_rss_mb": round(self.rss_peak_mb, 2),
             "end_uss_mb": round(uss, 2) if (uss := _uss_mb()) is not None else None,
             "episodes_requested": cfg.episodes,
