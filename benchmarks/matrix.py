@@ -257,7 +257,9 @@ def plan_cells(config: BenchConfig, manifest: Manifest) -> list[Cell]:
 def observation_file(manifest: Manifest, path: Path) -> Path:
     """Every state's observation of the manifest's env, flat float32 (deterministic: from the env tables)."""
     settings = env_settings(manifest)
-    model = build_model(settings["layout"], settings["obs_mode"], settings["layout_seed"])
+    model = build_model(
+        settings["layout"], settings["obs_mode"], settings["layout_seed"], settings["max_steps"]
+    )
     obs = np.ascontiguousarray(model.observations.reshape(model.n_states, -1), dtype=np.float32)
     np.save(path, obs, allow_pickle=False)
     return path

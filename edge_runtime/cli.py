@@ -46,7 +46,9 @@ def resolve_plan(cfg: SessionConfig) -> SessionPlan:
     profile = load_profile(target)
     entry = manifest.for_backend(cfg.variant, cfg.backend)
     settings = env_settings(manifest)
-    model = build_model(settings["layout"], settings["obs_mode"], settings["layout_seed"])
+    model = build_model(
+        settings["layout"], settings["obs_mode"], settings["layout_seed"], settings["max_steps"]
+    )
     env_obs = int(model.observations[0].size)
     want = [int(d) for d in manifest.env.get("obs_shape", [env_obs])]
     if math.prod(want) != env_obs:

@@ -42,6 +42,8 @@ class GridModel:
     is_terminal: np.ndarray = field(repr=False)  # [S] bool: s is on the goal
     observations: np.ndarray = field(repr=False)  # [S, *obs_shape]
     start_states: np.ndarray = field(repr=False)  # valid starts: empty cell, any heading
+    max_steps: int = MAX_STEPS
+    """Episode limit (truncation) that exact evaluations and oracle returns of this model use."""
 
     @property
     def width(self) -> int:
@@ -75,9 +77,14 @@ class GridModel:
 
 
 def build_model(
-    layout: str | Sequence[str] | np.ndarray = "default", obs_mode: str = "vector", layout_seed: int = 0
+    layout: str | Sequence[str] | np.ndarray = "default",
+    obs_mode: str = "vector",
+    layout_seed: int = 0,
+    max_steps: int = MAX_STEPS,
 ) -> GridModel:
     """Compile a layout into transition, reward and observation tables."""
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be ≥ 1, got {max_steps}")
     if obs_mode not in OBS_MODES:
         raise ValueError(f"unknown obs_mode {obs_mode!r}; use one of {OBS_MODES}")
     grid = make_layout(layout, layout_seed)
@@ -120,9 +127,10 @@ def build_model(
         ).astype(np.float32)
     else:
         obs = _egocentric_windows(grid, xs, ys, hs)
-    for table in (next_state, arrive_reward, is_terminal, obs, start_states):
+    tables = (next_state, arrive_reward, is_terminal, obs, start_states)
+    for table in tables:
         table.setflags(write=False)
-    return GridModel(grid, obs_mode, next_state, arrive_reward, is_terminal, obs, start_states)
+    return GridModel(grid, obs_mode, *tables, max_steps=int(max_steps))
 
 
 def _egocentric_windows(grid: np.ndarray, xs: np.ndarray, ys: np.ndarray, hs: np.ndarray) -> np.ndarray:

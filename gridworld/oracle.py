@@ -80,9 +80,11 @@ class Oracle:
                     queue.append(s)
         return dist
 
-    def returns(self, max_steps: int = MAX_STEPS) -> np.ndarray:
-        """Optimal return from every valid start state (ordered like ``model.start_states``)."""
-        return return_for_distance(self.distance[self.model.start_states], max_steps)
+    def returns(self, max_steps: int | None = None) -> np.ndarray:
+        """Optimal return from every valid start state (ordered like ``model.start_states``); the episode
+        limit defaults to the model's."""
+        limit = self.model.max_steps if max_steps is None else max_steps
+        return return_for_distance(self.distance[self.model.start_states], limit)
 
     def policy(self) -> Policy:
         """The oracle as a batch policy over observations (only valid for fully observed ``vector`` mode)."""
@@ -108,9 +110,12 @@ class Evaluation:
 
 
 def rollout_all_starts(
-    model: GridModel, policy: Policy, max_steps: int = MAX_STEPS
+    model: GridModel, policy: Policy, max_steps: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run ``policy`` from every start at once; return per-start (returns, success, lengths)."""
+    """Run ``policy`` from every start at once; return per-start (returns, success, lengths).
+
+    ``max_steps`` defaults to the model's episode limit."""
+    max_steps = model.max_steps if max_steps is None else max_steps
     state = model.start_states.copy()
     n = len(state)
     returns = np.zeros(n, dtype=np.float64)
@@ -136,8 +141,10 @@ def rollout_all_starts(
     return returns, success, lengths
 
 
-def evaluate_policy(model: GridModel, policy: Policy, max_steps: int = MAX_STEPS) -> Evaluation:
-    """Exact mean return, success rate and ratio to the oracle, over every valid start state."""
+def evaluate_policy(model: GridModel, policy: Policy, max_steps: int | None = None) -> Evaluation:
+    """Exact mean return, success rate and ratio to the oracle, over every valid start state (episodes
+    truncated at ``max_steps``, by default the model's limit)."""
+    max_steps = model.max_steps if max_steps is None else max_steps
     returns, success, lengths = rollout_all_starts(model, policy, max_steps)
     oracle_return = float(Oracle(model).returns(max_steps).mean())
     mean_return = float(returns.mean())

@@ -8,15 +8,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from gridworld.core import GridModel, build_model
+from gridworld.core import MAX_STEPS, GridModel, build_model
 from gridworld.oracle import Evaluation, Oracle, Policy, evaluate_policy
 
 
 def env_model_from_metadata(metadata: dict[str, Any]) -> GridModel:
-    """The gridworld a dataset was collected on (``env_kwargs`` in its metadata; defaults otherwise)."""
+    """The gridworld a dataset was collected on (``env_kwargs`` in its metadata, its episode limit
+    included; defaults otherwise)."""
     kwargs = dict(metadata.get("env_kwargs", {}))
     return build_model(
-        kwargs.get("layout", "default"), kwargs.get("obs_mode", "vector"), int(kwargs.get("layout_seed", 0))
+        kwargs.get("layout", "default"),
+        kwargs.get("obs_mode", "vector"),
+        int(kwargs.get("layout_seed", 0)),
+        int(kwargs.get("max_steps", MAX_STEPS)),
     )
 
 

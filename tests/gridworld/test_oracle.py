@@ -69,3 +69,22 @@ def test_evaluation_rejects_bad_policy_output() -> None:
         evaluate_policy(model, lambda obs: np.full(len(obs), 5))
     with pytest.raises(ValueError, match="actions for"):
         evaluate_policy(model, lambda obs: np.zeros(1, dtype=int))
+
+
+def test_the_models_episode_limit_drives_exact_evaluation() -> None:
+    """A dataset collected with --max-steps 10 is evaluated with 10-step episodes, not the default 100."""
+    from gridworld.core import build_model as build
+    from gridworld.oracle import return_for_distance
+    from train.evaluate import env_model_from_metadata
+
+    short = env_model_from_metadata({"env_kwargs": {"max_steps": 10}})
+    assert short.max_steps == 10 and build().max_steps == 100
+    oracle = Oracle(short)
+    far = oracle.distance[short.start_states] > 10
+    assert far.any()  # some starts cannot reach the goal in 10 steps
+    assert np.array_equal(oracle.returns(), return_for_distance(oracle.distance[short.start_states], 10))
+    ev = evaluate_policy(short, oracle.policy())
+    assert ev.oracle_ratio == pytest.approx(1.0)
+    assert ev.success_rate == pytest.approx(1.0 - far.mean())
+    with pytest.raises(ValueError, match="max_steps"):
+        build(max_steps=0)
