@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from backends.manifest import ArtifactEntry, Manifest, verify_artifact
+from backends.manifest import LOADABLE, ArtifactEntry, Manifest, verify_artifact
 
 
 class BackendUnavailable(RuntimeError):
@@ -50,13 +50,17 @@ class Backend(ABC):
 
     @classmethod
     def from_manifest(
-        cls, manifest: Manifest, entry: ArtifactEntry, settings: dict[str, Any] | None = None
+        cls,
+        manifest: Manifest,
+        entry: ArtifactEntry,
+        settings: dict[str, Any] | None = None,
+        allowed: tuple[str, ...] = LOADABLE,
     ) -> Backend:
-        """Verify the artifact's hash, then load it."""
+        """Verify the artifact's status (one of ``allowed``) and hash, then load it."""
         if entry.format not in cls.formats:
             raise ValueError(f"backend {cls.name} loads {cls.formats}, not {entry.format} ({entry.name})")
         cls.check_available()
-        path = verify_artifact(manifest, entry)
+        path = verify_artifact(manifest, entry, allowed)
         backend = cls(path, int(np.prod(manifest.env["obs_shape"])), int(manifest.env["n_actions"]), settings)
         backend.load()
         return backend

@@ -86,9 +86,15 @@ class Manifest:
         return self.root / entry.path
 
 
-def verify_artifact(manifest: Manifest, entry: ArtifactEntry) -> Path:
-    """Check an artifact exists, is usable and matches its recorded sha256; return its path."""
-    if entry.status != "ok":
+#: Statuses whose files exist and may be loaded: ``ok``; a benchmark also measures gate-``failed`` ones.
+LOADABLE = ("ok",)
+MEASURABLE = ("ok", "failed")
+
+
+def verify_artifact(manifest: Manifest, entry: ArtifactEntry, allowed: tuple[str, ...] = LOADABLE) -> Path:
+    """Check an artifact's status is ``allowed``, its file exists and matches its recorded sha256; return
+    its path. The edge runtime loads only ``ok`` artifacts; benchmarks also measure gate-failed ones."""
+    if entry.status not in allowed:
         raise ManifestError(f"artifact {entry.name} has status {entry.status!r}: {entry.reason}")
     path = manifest.artifact_path(entry)
     if not path.is_file():

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from backends.base import Backend, BackendUnavailable
-from backends.manifest import ArtifactEntry, Manifest, ManifestError, file_sha256
+from backends.manifest import LOADABLE, ArtifactEntry, Manifest, ManifestError, file_sha256
 
 
 def _ov() -> Any:
@@ -58,12 +58,16 @@ class OpenVINOBackend(Backend):
 
     @classmethod
     def from_manifest(
-        cls, manifest: Manifest, entry: ArtifactEntry, settings: dict[str, Any] | None = None
+        cls,
+        manifest: Manifest,
+        entry: ArtifactEntry,
+        settings: dict[str, Any] | None = None,
+        allowed: tuple[str, ...] = LOADABLE,
     ) -> Backend:
         """Verify the ``.bin`` as well as the ``.xml`` before loading."""
-        if entry.status == "ok":  # the base class refuses other statuses with the reason
+        if entry.status in allowed:  # the base class refuses other statuses with the reason
             verify_companions(manifest, entry)
-        return super().from_manifest(manifest, entry, settings)
+        return super().from_manifest(manifest, entry, settings, allowed)
 
     def _compile_config(self) -> dict[str, Any]:
         # f32 precision hint: CPUs with AVX512-BF16 otherwise run in bf16 and parity drifts ~1e-3.

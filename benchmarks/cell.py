@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from backends.base import Backend, BackendUnavailable
-from backends.manifest import ManifestError
+from backends.manifest import MEASURABLE, ManifestError
 from backends.profiles import ProfileError
 from backends.registry import get_backend
 from benchmarks.latency import quantile_us, summarize_ns, time_calls
@@ -234,15 +234,14 @@ def open_model_cell(spec: dict[str, Any], rec: Recorder) -> ModelCell | None:
     if entry.status == "pending-on-device":
         rec.stop("skipped", f"artifact pending-on-device ({entry.reason})")
         return None
-    # Gate-failed artifacts are measured too (their status stays in the artifact_status column); the
-    # backends refuse non-ok entries, so load a copy marked ok — the sha256 check still runs.
-    plan = dataclasses.replace(plan, entry=dataclasses.replace(entry, status="ok", reason=None))
+    plan = dataclasses.replace(plan, entry=entry)
     t0 = time.perf_counter_ns()
     try:
         get_backend(cfg.backend).check_available()  # imports the runtime: kept out of load_ms
         import_ms = _ms_since(t0)
         t0 = time.perf_counter_ns()
-        backend = load_backend(cfg, plan)
+        # Gate-failed artifacts are measured too (their verdict stays in the artifact_status column).
+        backend = load_backend(cfg, plan, MEASURABLE)
         load_ms = _ms_since(t0)
     except BackendUnavailable as err:
         rec.stop("skipped", str(err))

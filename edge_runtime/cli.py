@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from backends.base import Backend, BackendUnavailable
-from backends.manifest import Manifest, ManifestError, load_manifest
+from backends.manifest import LOADABLE, Manifest, ManifestError, load_manifest
 from backends.profiles import ProfileError, load_profile
 from backends.registry import get_backend
 from edge_runtime.config import SessionConfig, parse_config
@@ -70,11 +70,12 @@ def resolve_plan(cfg: SessionConfig) -> SessionPlan:
     )
 
 
-def load_backend(cfg: SessionConfig, plan: SessionPlan) -> Backend:
-    """Verify the artifact's sha256 and load it with the target profile's settings for that backend."""
+def load_backend(cfg: SessionConfig, plan: SessionPlan, allowed: tuple[str, ...] = LOADABLE) -> Backend:
+    """Verify the artifact's status and sha256 and load it with the target profile's settings for that
+    backend (``allowed``: the artifact statuses accepted; a device runs only ``ok`` ones)."""
     cls = get_backend(cfg.backend)
     settings = load_profile(plan.target).settings_for(cfg.backend)
-    return cls.from_manifest(plan.manifest, plan.entry, settings)
+    return cls.from_manifest(plan.manifest, plan.entry, settings, allowed)
 
 
 def _report(result: SessionResult, stream: TextIO) -> None:

@@ -107,6 +107,20 @@ def test_pending_on_device_artifact_is_refused_with_its_reason(manifest_path: Pa
         verify_artifact(m, m.entry("int8-static", "tensorrt"))
 
 
+def test_a_gate_failed_artifact_loads_only_where_failed_ones_are_allowed(manifest_path: Path) -> None:
+    """The edge runtime never deploys a gate-failed artifact; the benchmark matrix still measures it."""
+    import dataclasses
+
+    from backends.manifest import MEASURABLE
+
+    m = load_manifest(manifest_path)
+    failed = dataclasses.replace(m.entry("float", "onnx"), status="failed", reason="agreement 0.9 < 0.99")
+    with pytest.raises(ManifestError, match=r"status 'failed': agreement 0\.9"):
+        get_backend("onnxruntime").from_manifest(m, failed)
+    with get_backend("onnxruntime").from_manifest(m, failed, allowed=MEASURABLE) as backend:
+        assert backend.infer_one(np.zeros(backend.obs_dim, np.float32)).shape == (backend.n_actions,)
+
+
 def test_format_mismatch_is_refused(manifest_path: Path) -> None:
     m = load_manifest(manifest_path)
     with pytest.raises(ValueError, match="loads"):
