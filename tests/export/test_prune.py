@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
-from export.prune import masked_prune, structured_prune
+from export.prune import _distill, masked_prune, structured_prune
 from gridworld.core import GridModel, build_model
 from gridworld.oracle import Oracle, return_for_distance
 from train.checkpoint import load_checkpoint, save_checkpoint
@@ -202,6 +203,26 @@ def test_a_pruning_step_that_removes_nothing_raises(vector_env: GridModel, monke
     model, config = random_mlp((16, 16))
     with pytest.raises(RuntimeError, match="did not reach the requested widths"):
         structured_prune(model, config, 0.5, reachable_obs(vector_env), steps=3)
+
+
+def test_finetuning_keeps_its_best_snapshot(vector_env: GridModel) -> None:
+    """A fine-tune that wrecks the student (absurd learning rate) hands back the best weights it saw —
+    here the starting ones, which agree with the teacher everywhere — and without keep_best it does not."""
+    teacher, _ = random_mlp((32, 32))
+    obs = torch.from_numpy(reachable_obs(vector_env))
+    with torch.no_grad():
+        target_q = teacher(obs)
+
+    def finetuned(keep_best: bool) -> nn.Module:
+        student = copy.deepcopy(teacher)
+        _distill(student, obs, target_q, 200, 50.0, 0.01, torch.Generator().manual_seed(0), keep_best)
+        return student
+
+    kept, wrecked = finetuned(True), finetuned(False)
+    for name, value in teacher.state_dict().items():
+        assert torch.equal(kept.state_dict()[name], value)
+    with torch.no_grad():
+        assert (wrecked(obs).argmax(1) == target_q.argmax(1)).float().mean() < 1.0
 
 
 @pytest.mark.slow  # ~10 s to train the teacher + ~4 s to prune on a loaded 2-core machine
