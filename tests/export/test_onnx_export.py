@@ -1,7 +1,8 @@
-"""torch → ONNX: parity with torch, the obs/q contract, a dynamic batch, one self-contained file."""
+"""torch → ONNX: parity with torch, the obs/q contract, a dynamic batch, one self-contained compact file."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.onnx_export import OPSET, export_onnx, export_parity, torch_q_values
+from export.gates import reachable_obs
+from export.onnx_export import OPSET, compact, export_onnx, export_parity, onnx_q_values, torch_q_values
 from gridworld.core import GridModel
 from train.networks import MLPNet, NetConfig, build_network
 
@@ -83,3 +85,73 @@ def test_dynamo_exporter_gives_the_same_contract(tmp_path: Path, teacher_net: ML
 def test_unknown_exporter_is_refused(tmp_path: Path, teacher_net: MLPNet) -> None:
     with pytest.raises(ValueError, match=r"unknown exporter 'jit'.*torchscript, dynamo"):
         _export(teacher_net, tmp_path / "x.onnx", exporter="jit")
+
+
+SHORT = re.compile(r"[tn][0-9a-z]+")
+
+
+def _names(model: onnx.ModelProto) -> set[str]:
+    graph = model.graph
+    tensors = {n for node in graph.node for n in (*node.input, *node.output) if n}
+    return tensors | {i.name for i in graph.initializer} | {n.name for n in graph.node}
+
+
+def test_exported_file_is_compact(mlp_onnx: Path) -> None:
+    model = onnx.load_model(str(mlp_onnx))
+    assert not model.graph.value_info and not model.doc_string
+    assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
+    assert all(SHORT.fullmatch(n) for n in _names(model) - {"obs", "q"}), sorted(_names(model))
+
+
+def test_compact_keeps_a_quantized_graph_valid_and_identical(
+    tmp_path: Path, mlp_onnx: Path, env_model: GridModel
+) -> None:
+    """onnxruntime's pre-processing + quantizer output as they write it (long names, value_info, nine
+    opset domains)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre, raw = tmp_path / "pre.onnx", tmp_path / "raw.onnx"
+    quant_pre_process(str(mlp_onnx), str(pre))
+    quantize_dynamic(pre, raw, weight_type=QuantType.QInt8)
+    model = onnx.load_model(str(raw))
+    assert model.graph.value_info and len(model.opset_import) > 1  # what compact() has to remove
+    assert any(not SHORT.fullmatch(n) for n in _names(model) - {"obs", "q"})
+    before = model.ByteSize()
+    compact(model)
+    onnx.checker.check_model(model, full_check=True)
+    assert [i.name for i in model.graph.input] == ["obs"] and [o.name for o in model.graph.output] == ["q"]
+    assert not model.graph.value_info
+    assert {o.domain for o in model.opset_import} == {""}
+    assert all(SHORT.fullmatch(n) for n in _names(model) - {"obs", "q"})
+    assert len({n.name for n in model.graph.node}) == len(model.graph.node)  # node names stay unique
+    assert model.ByteSize() < before - 1500
+    small = tmp_path / "small.onnx"
+    onnx.save_model(model, str(small))
+    rng = np.random.default_rng(0)
+    for obs in (reachable_obs(env_model), rng.normal(size=(1, 6)).astype(np.float32)):
+        np.testing.assert_array_equal(onnx_q_values(small, obs), onnx_q_values(raw, obs))
+
+
+def test_compact_leaves_names_of_graphs_with_subgraphs() -> None:
+    from onnx import TensorProto, helper
+
+    def branch(name: str, value: float) -> onnx.GraphProto:
+        const = helper.make_node("Constant", [], [f"{name}_out"], value_float=value)
+        out = helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, [])
+        return helper.make_graph([const], name, [], [out])
+
+    node = helper.make_node(
+        "If", ["cond"], ["q"], name="choose", then_branch=branch("yes", 1.0), else_branch=branch("no", 0.0)
+    )
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("q", TensorProto.FLOAT, [])],
+        doc_string="dropped",
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    compact(model)
+    onnx.checker.check_model(model)
+    assert model.graph.node[0].name == "choose" and not model.graph.doc_string
