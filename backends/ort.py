@@ -65,9 +65,17 @@ class OnnxRuntimeBackend(Backend):
         self._check_signature()
         self._input = self.session.get_inputs()[0].name
         self._outputs = [self.session.get_outputs()[0].name]
-        # infer_one writes into this buffer: no allocation or dict building per frame.
+        # The per-frame path: an I/O binding whose input and output are these two buffers, so a frame
+        # builds no feed dict, no output list and allocates no output array. Measured interleaved on the
+        # float policy: session.run p50 18.5 µs / p99 36.7 µs, run_with_iobinding 13.3 / 27.3 (2 loaded
+        # cores; benchmarks/edge_loop.py has the figures of a run).
         self._one = np.zeros((1, self.obs_dim), dtype=np.float32)
-        self._feed = {self._input: self._one}
+        self._q_one = np.zeros((1, self.n_actions), dtype=np.float32)
+        self._binding = self.session.io_binding()
+        self._binding.bind_cpu_input(self._input, self._one)  # binds the array's memory, no copy
+        self._binding.bind_output(
+            self._outputs[0], "cpu", 0, np.float32, list(self._q_one.shape), self._q_one.ctypes.data
+        )
 
     def _check_signature(self) -> None:
         """Refuse a model that is not ``float32 [N, obs_dim] → [N, n_actions]`` (wrong env or wrong file)."""
@@ -99,10 +107,12 @@ class OnnxRuntimeBackend(Backend):
 
     def infer_one(self, obs: np.ndarray) -> np.ndarray:
         self._one[0] = obs
-        return self.session.run(self._outputs, self._feed)[0][0]
+        self.session.run_with_iobinding(self._binding)
+        return self._q_one[0].copy()  # a fresh array, like every backend's: callers may keep it
 
     def runtime_version(self) -> str:
         return str(_ort().__version__)
 
     def close(self) -> None:
+        self._binding = None
         self.session = None
