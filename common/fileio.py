@@ -6,7 +6,6 @@ crash or a bad input never leaves a half-written dataset, checkpoint, manifest o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -50,8 +49,25 @@ def atomic_write_json(path: str | Path, payload: Any) -> Path:
     return atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
+def _sha256() -> Any:
+    """A new sha256 object from CPython's built-in implementation, falling back to ``hashlib``'s.
+
+    ``import hashlib`` loads OpenSSL's libcrypto (~3.3 MB of RSS) even to hash a 100 KB model, and the
+    edge runtime checks every artifact's sha256 before loading it inside a 64 MB budget. The built-in
+    module (``_sha256`` up to Python 3.11, ``_sha2`` from 3.12) gives the same digests without it.
+    """
+    try:
+        from _sha2 import sha256  # type: ignore[import-not-found]  # Python ≥ 3.12
+    except ImportError:
+        try:
+            from _sha256 import sha256  # type: ignore[import-not-found]  # Python ≤ 3.11
+        except ImportError:
+            from hashlib import sha256
+    return sha256()
+
+
 def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
+    h = _sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)

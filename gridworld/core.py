@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -174,7 +175,10 @@ class GridWorldCore:
     """One gridworld episode at a time, gymnasium-free.
 
     ``step`` returns ``(obs, reward, terminated, truncated)``; the caller resets after either flag.
-    The start state is drawn from ``self.rng`` (a ``numpy.random.Generator``) at each reset.
+    The start state is drawn from ``self.rng`` at each reset: anything with a ``random()`` method
+    returning a float in [0, 1) — a ``numpy.random.Generator`` (``reset(seed=…)`` makes one) or the
+    stdlib's ``random.Random``, which the edge runtime uses because importing ``numpy.random`` costs
+    ~2 MB of RSS on the device. It is created on the first random reset, not before.
     """
 
     def __init__(
@@ -189,7 +193,7 @@ class GridWorldCore:
             raise ValueError(f"max_steps must be ≥ 1, got {max_steps}")
         self.model = model if model is not None else build_model(layout, obs_mode, layout_seed)
         self.max_steps = max_steps
-        self.rng = np.random.default_rng()
+        self.rng: Any = None
         # Python lists make the scalar step a few list lookups instead of numpy scalar indexing.
         self._next = self.model.next_state.tolist()
         self._reward = self.model.arrive_reward.tolist()
@@ -210,6 +214,8 @@ class GridWorldCore:
                 raise ValueError(f"start {start} is not a valid start (empty cell, heading 0-3)")
             self.state = state
         else:
+            if self.rng is None:
+                self.rng = np.random.default_rng()
             self.state = int(self.model.start_states[draw_start_index(self.rng, self._n_starts)])
         self.steps = 0
         return self._obs[self.state].copy()

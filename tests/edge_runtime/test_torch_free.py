@@ -106,3 +106,32 @@ def test_fresh_venv_with_only_numpy_onnxruntime_psutil(manifest_path: Path, tmp_
     )
     assert result["codes"] == {"numpy": 0, "onnxruntime": 0}
     assert result["attempts"] == [] and result["loaded"] == []
+
+
+#: Modules an onnxruntime session must not load on Linux, with what each cost the 64 MB peak-RSS budget
+#: when it did (issue 5): numpy.random ~2 MB (the env's start-state generator; the session uses the
+#: stdlib's), _hashlib = OpenSSL's libcrypto ~3.3 MB (the artifact's sha256; common.fileio uses CPython's
+#: built-in sha256), psutil ~1.5 MB (RSS, USS and its version: /proc instead), numpy.ma ~0.7 MB
+#: (np.percentile).
+HEAVY = ("numpy.random", "_hashlib", "psutil", "numpy.ma")
+
+_HEAVY_PROBE = """
+import json, sys
+from edge_runtime.cli import main
+code = main(["--manifest", {manifest!r}, "--variant", "float", "--backend", "onnxruntime",
+             "--fps", "0", "--episodes", "3", "--out", {out!r}, "--quiet"])
+print(json.dumps({{"code": code, "loaded": sorted(set(sys.modules) & set({heavy!r}))}}))
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the /proc readers replace psutil on Linux only"
+)
+def test_an_onnxruntime_session_loads_none_of_the_memory_heavy_modules(manifest_path: Path, tmp_path) -> None:
+    code = _HEAVY_PROBE.format(manifest=str(manifest_path), out=str(tmp_path), heavy=HEAVY)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {"code": 0, "loaded": []}
+    summary = json.loads(next(tmp_path.glob("session_*.json")).read_text())
+    assert summary["end_uss_mb"] > 0  # read from /proc/self/smaps_rollup, not psutil
