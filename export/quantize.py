@@ -14,6 +14,15 @@ new file; the registry is the only list of them.
   :data:`UNQUANTIZED_OUTPUTS`), biases left in float (TensorRT does not take int32 DQ biases, and the
   quantized bias costs 3× the bytes of the float one: scale + int32 zero-point + value), then those float
   biases corrected for the mean shift quantization causes (:func:`correct_biases`).
+
+Both int8 precisions keep the output layer (:func:`output_layers`, the 128×3 Gemm of the CQL policy) in
+float, weights and input: it computes the Q-values themselves, whose best and second-best actions are
+< 0.04 apart in 5 % of states on a Q scale of ~9, and it holds ~1 % of the weights (+0.9 KiB, 0.7 % of
+the fp32 file). Measured on the CQL policy (float: exact return 8.985): int8-static 8.923 → 8.985 (the
+float policy's own), agreement 99.37 % → 100 %, 28.3 % → 29.0 % of the fp32 file; int8-dynamic 8.983 →
+8.984, 99.05 % → 99.68 %, 28.2 % → 28.9 %. Percentile and Entropy calibration gave the same agreement as
+MinMax with the float output layer (and need equal-sized calibration batches: onnxruntime's histogram
+collector cannot stack a short last batch), so MinMax stays.
 """
 
 from __future__ import annotations
@@ -93,12 +102,38 @@ def _preprocessed(src: Path, folder: str) -> Path:
     return out
 
 
+def output_layers(model: onnx.ModelProto) -> list[str]:
+    """Names of the weighted nodes (Gemm/MatMul/Conv) that compute the graph outputs, found by walking
+    back from each output through unweighted ops (an Identity, a Cast, an Add of a MatMul's bias)."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    found = []
+    for value in model.graph.output:
+        node = producer.get(value.name)
+        while node is not None and node.op_type not in UNQUANTIZED_OUTPUTS:
+            node = next((producer[i] for i in node.input if i in producer), None)
+        if node is not None:
+            if not node.name:
+                raise ValueError(f"the {node.op_type} computing {value.name!r} has no name to exclude it by")
+            found.append(node.name)
+    return found
+
+
 def _int8_dynamic(src: Path, dst: Path, calib: np.ndarray) -> dict[str, Any]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory() as tmp:
-        quantize_dynamic(_preprocessed(src, tmp), dst, per_channel=True, weight_type=QuantType.QInt8)
-    return {"quantization": "dynamic, int8 per-channel weights"}
+        pre = _preprocessed(src, tmp)
+        last = output_layers(onnx.load_model(str(pre)))
+        quantize_dynamic(
+            pre,
+            dst,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            # quantize_dynamic rewrites each Gemm into "<name>_MatMul" + "<name>_Add" before it looks at
+            # the exclusions, so the rewritten MatMul's name is the one that keeps the layer float.
+            nodes_to_exclude=[*last, *(f"{name}_MatMul" for name in last)],
+        )
+    return {"quantization": "dynamic, int8 per-channel weights, output layer float", "float_layers": last}
 
 
 class _Batches:
@@ -159,6 +194,7 @@ def _int8_static(src: Path, dst: Path, calib: np.ndarray) -> dict[str, Any]:
         raise ValueError("int8-static needs calibration observations, got none")
     with tempfile.TemporaryDirectory() as tmp:
         pre = _preprocessed(src, tmp)
+        last = output_layers(onnx.load_model(str(pre)))
         quantize_static(
             pre,
             dst,
@@ -168,6 +204,7 @@ def _int8_static(src: Path, dst: Path, calib: np.ndarray) -> dict[str, Any]:
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=last,
             extra_options={
                 "ActivationSymmetric": True,
                 "WeightSymmetric": True,
@@ -179,7 +216,8 @@ def _int8_static(src: Path, dst: Path, calib: np.ndarray) -> dict[str, Any]:
         shifts = correct_biases(onnx.load_model(str(pre)), quantized, calib)
     save_single_file(quantized, dst)
     return {
-        "quantization": "static QDQ, symmetric int8, per-channel weights, bias-corrected",
+        "quantization": "static QDQ, symmetric int8, per-channel weights, output layer float, bias-corrected",
+        "float_layers": last,
         "calibration_samples": len(calib),
         "bias_shifts": shifts,
     }

@@ -42,7 +42,14 @@ def test_infer_one_matches_infer(export_target: Callable[[str], Manifest], varia
         batch = backend.infer(obs)
         assert batch.shape == (17, 3) and batch.dtype == np.float32
         ones = np.stack([backend.infer_one(o) for o in obs])
-        np.testing.assert_allclose(ones, batch, atol=1e-6)
+        if entry.precision == "int8":
+            # The batch GEMM and the batch-1 path may round an activation that lies on a quantization
+            # tie to different sides (an ulp apart before rounding): measured on the fixture teacher,
+            # ~1 row in 1000 moves by one activation step (1.2e-3 in Q), the rest agree within 2e-6.
+            np.testing.assert_allclose(ones, batch, atol=0.01)
+            assert (ones.argmax(axis=1) == batch.argmax(axis=1)).all()
+        else:
+            np.testing.assert_allclose(ones, batch, atol=1e-6)
         assert backend.runtime_version() != "unknown"
         with pytest.raises(ValueError, match=r"expected observations \[N, 6\]"):
             backend.infer(obs[:, :5])

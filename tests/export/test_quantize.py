@@ -64,14 +64,31 @@ def test_fp16_has_half_weights_and_float32_io(
     assert np.abs(onnx_q_values(quantized["fp16"], obs) - torch_q_values(teacher_net, obs)).max() < 0.05
 
 
+def _output_layer(model: onnx.ModelProto) -> onnx.NodeProto:
+    """The weighted node the output ``q`` comes from (through the Add of a MatMul's bias, if any)."""
+    producer = {out: n for n in model.graph.node for out in n.output}
+    node = producer["q"]
+    while node.op_type not in ("Gemm", "MatMul", "MatMulInteger"):
+        node = next(producer[i] for i in node.input if i in producer)
+    return node
+
+
 @pytest.mark.parametrize("precision", ["int8-dynamic", "int8-static"])
-def test_int8_weights_are_int8(quantized: dict[str, Path], precision: str) -> None:
-    inits = _initializers(quantized[precision])
+def test_int8_weights_are_int8_but_the_output_layer(quantized: dict[str, Path], precision: str) -> None:
+    model = onnx.load_model(str(quantized[precision]))
+    inits = {i.name: i for i in model.graph.initializer}
     matrices = {name: i for name, i in inits.items() if len(i.dims) == 2}
-    assert len(matrices) == 3  # the three Gemm weights, nothing left in float
-    assert all(i.data_type == TensorProto.INT8 for i in matrices.values()), {
-        n: TensorProto.DataType.Name(i.data_type) for n, i in matrices.items()
+    assert len(matrices) == 3  # the three Gemm weights
+    last = _output_layer(model)
+    assert last.op_type in ("Gemm", "MatMul") and last.input[1] in inits, "q comes from an int8 layer"
+    assert inits[last.input[1]].data_type == TensorProto.FLOAT  # the 256×3 layer stays float, its input too
+    producer = {out: n.op_type for n in model.graph.node for out in n.output}
+    assert producer.get(last.input[0]) not in ("DequantizeLinear", "DynamicQuantizeLinear")
+    hidden = {n: i for n, i in matrices.items() if n != last.input[1]}
+    assert len(hidden) == 2 and all(i.data_type == TensorProto.INT8 for i in hidden.values()), {
+        n: TensorProto.DataType.Name(i.data_type) for n, i in hidden.items()
     }
+    assert len(INFO[precision]["float_layers"]) == 1
 
 
 def test_int8_static_is_symmetric_qdq(quantized: dict[str, Path]) -> None:
