@@ -3,7 +3,12 @@
 - fp32: ``save_model(..., compress_to_fp16=False)``; the default would silently halve the weights.
 - fp16: the same conversion saved with FP16-compressed weights (decompressed to f32 at load).
 - int8-static: ``nncf.quantize`` on the fp32 IR with the MINMAX range estimator and batched calibration
-  items: batch-1 items on a 6-feature input clip badly (PITFALLS).
+  items: batch-1 items on a 6-feature input clip badly (PITFALLS). The output layer (the MatMul computing
+  the Q-values) is left float through NNCF's ignored scope, as the ONNX int8 precisions do
+  (``export.quantize``): on the CQL policy, agreement with the float policy on the reachable states
+  98.73 % (failed its gate) → 100 %, exact return 8.985 either way, IR 57.4 → 55.7 KiB. Measured beside
+  it, without the ignored scope: MEAN_MINMAX ranges 99.37 %, full bias correction
+  (``fast_bias_correction=False``) 99.62 %, MIXED preset (asymmetric activations) as PERFORMANCE.
 
 There is no OpenVINO counterpart of onnxruntime's ``int8-dynamic``; asking for it is recorded as a failed
 artifact with that reason.
@@ -41,6 +46,23 @@ def _fp16(job: FormatJob) -> tuple[Any, bool, dict[str, Any]]:
     return _convert(job), True, {"compression": "fp16 weights"}
 
 
+WEIGHTED = ("MatMul", "Convolution")
+
+
+def output_layers(model: Any) -> list[str]:
+    """Friendly names of the weighted ops (MatMul/Convolution) that compute the model's results, found by
+    walking back from each result through unweighted ops (the bias Add OpenVINO splits off a Gemm)."""
+    found = []
+    for result in model.get_results():
+        node = result.input_value(0).get_node()
+        while node is not None and node.get_type_name() not in WEIGHTED:
+            inputs = [v.get_node() for v in node.input_values()]
+            node = next((n for n in inputs if n.get_type_name() != "Constant"), None)
+        if node is not None:
+            found.append(node.get_friendly_name())
+    return found
+
+
 def _int8_static(job: FormatJob) -> tuple[Any, bool, dict[str, Any]]:
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
@@ -49,17 +71,24 @@ def _int8_static(job: FormatJob) -> tuple[Any, bool, dict[str, Any]]:
     nncf.set_log_level(logging.ERROR)
     obs = np.ascontiguousarray(job.calib_obs, dtype=np.float32)
     items = [obs[i : i + CALIBRATION_BATCH] for i in range(0, len(obs), CALIBRATION_BATCH)]
+    fp32 = _convert(job)
+    last = output_layers(fp32)
     model = nncf.quantize(
-        _convert(job),
+        fp32,
         nncf.Dataset(items),
         preset=nncf.QuantizationPreset.PERFORMANCE,  # symmetric activations and weights
         subset_size=len(items),
+        ignored_scope=nncf.IgnoredScope(names=last),
         advanced_parameters=AdvancedQuantizationParameters(
             activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
             weights_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
         ),
     )
-    info = {"quantization": "nncf int8, MINMAX ranges", "calibration_samples": len(obs)}
+    info = {
+        "quantization": "nncf int8, MINMAX ranges, output layer float",
+        "float_layers": last,
+        "calibration_samples": len(obs),
+    }
     return model, False, info
 
 

@@ -34,6 +34,22 @@ def _ir_constant_types(xml: Path) -> set[str]:
     }
 
 
+def _ir_matmul_inputs(xml: Path) -> tuple[list[str], list[list[str]]]:
+    """Op types feeding the output MatMul of an IR, and those feeding each other MatMul."""
+    import openvino as ov
+
+    from export.formats.openvino import output_layers
+
+    model = ov.Core().read_model(str(xml))
+    (last,) = output_layers(model)
+    feeds = {
+        op.get_friendly_name(): [v.get_node().get_type_name() for v in op.input_values()]
+        for op in model.get_ops()
+        if op.get_type_name() == "MatMul"
+    }
+    return feeds.pop(last), list(feeds.values())
+
+
 def _check_manifest(manifest: Manifest, target: str) -> None:
     """Schema, one entry per (variant, format) the profile lists, hashes and sizes of every file."""
     raw = json.loads((manifest.root / "manifest.json").read_text())
@@ -125,6 +141,10 @@ def test_x86_export(export_target: Callable[[str], Manifest]) -> None:
     assert "f16" not in types["float"] and "f32" in types["float"]
     assert "f16" in types["fp16"]
     assert "i8" in types["int8-static"]
+    # ... whose output layer stays float (NNCF's ignored scope): its input and weights are not quantized.
+    last, hidden = _ir_matmul_inputs(manifest.root / by["int8-static/openvino"].path)
+    assert last == ["Relu", "Constant"]
+    assert hidden and all(feeds[0] == "FakeQuantize" for feeds in hidden), hidden
 
 
 @pytest.mark.slow
