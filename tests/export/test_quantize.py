@@ -1,4 +1,5 @@
-"""ONNX-level precisions: fp16 keeps float32 I/O, int8 weights really are int8, static QDQ is symmetric."""
+"""ONNX-level precisions: fp16 keeps float32 I/O, int8 weights really are int8 (but the output layer's),
+static QDQ is symmetric, activations are equalized and biases corrected before and after int8."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
+import export.quantize
 from export.gates import reachable_obs
 from export.onnx_export import export_onnx, onnx_q_values, torch_q_values
-from export.quantize import PRECISIONS, sort_nodes
+from export.quantize import PRECISIONS, equalize_activations, sort_nodes
 from export.sources import SOURCES
 from export.variants import VARIANTS, get_variant
 from gridworld.core import GridModel
+from train.checkpoint import load_checkpoint
 from train.networks import MLPNet
 
 INFO: dict[str, dict] = {}
@@ -33,10 +36,6 @@ def quantized(
         out[name] = folder / f"{name}.onnx"
         INFO[name] = precision.apply(src, out[name], calib)
     return out
-
-
-def _initializers(path: Path) -> dict[str, onnx.TensorProto]:
-    return {i.name: i for i in onnx.load_model(str(path)).graph.initializer}
 
 
 def test_variant_table_is_consistent() -> None:
@@ -138,3 +137,49 @@ def test_sort_nodes_orders_a_shuffled_graph(quantized: dict[str, Path]) -> None:
     sort_nodes(model.graph)
     onnx.checker.check_model(model)
     assert [n.name for n in model.graph.node] == [n.name for n in nodes]
+
+
+def test_equalize_activations_keeps_the_function_and_levels_the_channels(
+    quantized: dict[str, Path], env_model: GridModel, tmp_path: Path
+) -> None:
+    model = onnx.load_model(str(quantized["fp32"]))
+    calib = reachable_obs(env_model)
+    spreads = equalize_activations(model, calib)
+    assert len(spreads) == 2 and min(spreads) > 2  # both hidden layers of the (256, 256) teacher
+    path = tmp_path / "equalized.onnx"
+    onnx.save_model(model, str(path))
+    rng = np.random.default_rng(0)
+    for obs in (calib, rng.random((64, 6), dtype=np.float32)):
+        np.testing.assert_allclose(onnx_q_values(path, obs), onnx_q_values(quantized["fp32"], obs), atol=1e-4)
+    # Every live channel now peaks at the same value: equalizing again finds nothing to spread.
+    assert max(equalize_activations(model, calib)) < 1 + 1e-4
+
+
+@pytest.mark.parametrize("precision", ["int8-dynamic", "int8-static"])
+def test_int8_biases_are_corrected(
+    quantized: dict[str, Path], teacher_net: MLPNet, env_model: GridModel, precision: str
+) -> None:
+    """After the correction the mean Q error over the calibration set is ~0 (8e-8, against 0.03 without)."""
+    obs = reachable_obs(env_model)
+    error = onnx_q_values(quantized[precision], obs) - torch_q_values(teacher_net, obs)
+    assert np.abs(error.mean(axis=0)).max() < 1e-4
+    assert len(INFO[precision]["bias_shifts"]) == 3  # every Gemm, the float output layer included
+    assert len(INFO[precision]["activation_spreads"]) == 2
+
+
+def test_equalization_lowers_the_int8_error_of_the_student(
+    student: Path, env_model: GridModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The (64, 64) fixture student: mean |ΔQ| of int8-static 0.105 unequalized, 0.071 equalized."""
+    net, _, _ = load_checkpoint(student)
+    calib = reachable_obs(env_model)
+    src = export_onnx(net, 6, 3, tmp_path / "student.onnx", {})
+    ref = torch_q_values(net, calib)
+
+    def error() -> float:
+        PRECISIONS["int8-static"].apply(src, tmp_path / "int8.onnx", calib)
+        return float(np.abs(onnx_q_values(tmp_path / "int8.onnx", calib) - ref).mean())
+
+    equalized = error()
+    monkeypatch.setattr(export.quantize, "equalize_activations", lambda model, obs: [])
+    assert equalized < 0.8 * error()
