@@ -108,7 +108,7 @@ class OnnxRuntimeBackend(Backend):
     def infer_one(self, obs: np.ndarray) -> np.ndarray:
         self._one[0] = obs
         self.session.run_with_iobinding(self._binding)
-        return self._q_one[0].copy()  # a fresh array, like every backend's: callers may keep it
+        return self._q_one[0]  # a view of the bound output: valid until the next call (Backend.infer_one)
 
     def runtime_version(self) -> str:
         return str(_ort().__version__)

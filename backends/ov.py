@@ -133,7 +133,7 @@ class OpenVINOBackend(Backend):
     def infer_one(self, obs: np.ndarray) -> np.ndarray:
         self._one_in[0] = obs
         self._one_request.infer()
-        return self._one_request.get_output_tensor(0).data[0].copy()
+        return self._one_request.get_output_tensor(0).data[0]  # valid until the next call (Backend.infer_one)
 
     def runtime_version(self) -> str:
         return str(_ov().get_version())
