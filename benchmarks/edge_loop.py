@@ -244,10 +244,16 @@ def peak_rss(args: argparse.Namespace, work: Path, model_path: Path, obs_dim: in
     return {
         "edge_session_peak_rss_mb": summary["peak_rss_mb"],
         "edge_session_end_uss_mb": summary.get("end_uss_mb"),
+        "edge_session_end_rss_split_mb": summary.get("end_rss_split_mb"),
         "edge_session_frames": summary["frames"],
         "floor_numpy_onnxruntime_psutil_peak_rss_mb": floor_mb,
         "edge_minus_floor_mb": (summary["peak_rss_mb"] - floor_mb) if floor_mb is not None else None,
     }
+
+
+def _split(memory: dict[str, Any]) -> str:
+    split = memory.get("edge_session_end_rss_split_mb")
+    return f"{split['anon']:.1f}/{split['file']:.1f} MB" if split else "n/a"
 
 
 def _print_table(r: dict[str, Any]) -> None:
@@ -272,8 +278,8 @@ def _print_table(r: dict[str, Any]) -> None:
         )
     lines.append(
         f"  peak RSS: edge session {m['edge_session_peak_rss_mb']:.1f} MB "
-        f"(USS {m['edge_session_end_uss_mb']}), floor numpy+onnxruntime+psutil "
-        f"{m['floor_numpy_onnxruntime_psutil_peak_rss_mb']} MB"
+        f"(USS {m['edge_session_end_uss_mb']}, at the end anon/file {_split(m)}), "
+        f"floor numpy+onnxruntime+psutil {m['floor_numpy_onnxruntime_psutil_peak_rss_mb']:.1f} MB"
     )
     lines.append("  checks: " + ", ".join(f"{k}={'ok' if v else 'MISS'}" for k, v in r["checks"].items()))
     print("\n".join(lines))

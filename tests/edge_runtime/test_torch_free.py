@@ -135,3 +135,6 @@ def test_an_onnxruntime_session_loads_none_of_the_memory_heavy_modules(manifest_
     assert result == {"code": 0, "loaded": []}
     summary = json.loads(next(tmp_path.glob("session_*.json")).read_text())
     assert summary["end_uss_mb"] > 0  # read from /proc/self/smaps_rollup, not psutil
+    split = summary["end_rss_split_mb"]  # RssAnon / RssFile: which part of the RSS a peak came from
+    assert split["anon"] > 0 and split["file"] > 0
+    assert split["anon"] + split["file"] <= summary["peak_rss_mb"] + 1.0
