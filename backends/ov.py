@@ -99,6 +99,9 @@ class OpenVINOBackend(Backend):
         self._batch_request = self.compiled.create_infer_request()
         self._one_request = self.compiled_one.create_infer_request()
         self._one_in = self._one_request.get_input_tensor(0).data  # numpy view into the request's input
+        # ... and of its output: the batch-1 request's buffers stay put across infer() calls, so the view is
+        # taken once (get_output_tensor(0).data per frame cost ~2.8 µs of a ~14 µs frame).
+        self._one_out = self._one_request.get_output_tensor(0).data[0]
 
     def _check_signature(self, ov: Any, model: Any) -> None:
         """Refuse an IR that is not ``f32 [N, obs_dim] → [N, n_actions]``."""
@@ -133,11 +136,11 @@ class OpenVINOBackend(Backend):
     def infer_one(self, obs: np.ndarray) -> np.ndarray:
         self._one_in[0] = obs
         self._one_request.infer()
-        return self._one_request.get_output_tensor(0).data[0]  # valid until the next call (Backend.infer_one)
+        return self._one_out  # valid until the next call (Backend.infer_one)
 
     def runtime_version(self) -> str:
         return str(_ov().get_version())
 
     def close(self) -> None:
-        self._batch_request = self._one_request = None
+        self._batch_request = self._one_request = self._one_in = self._one_out = None
         self.compiled = self.compiled_one = None
