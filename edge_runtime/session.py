@@ -128,16 +128,23 @@ def peak_rss_mb(samples_peak_mb: float) -> float:
     session started from a large parent process would report the parent's peak. macOS: ``ru_maxrss``
     (bytes there). Elsewhere: the sampled peak.
     """
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return max(int(line.split()[1]) / 1024.0, samples_peak_mb)
+    status = _proc_status_mb()
+    if "VmHWM" in status:
+        return max(status["VmHWM"], samples_peak_mb)
     if sys.platform == "darwin":
         import resource
 
         return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / _MB, samples_peak_mb)
     return samples_peak_mb
+
+
+def _proc_status_mb() -> dict[str, float]:
+    """The kB fields of ``/proc/self/status`` in MB (VmHWM, RssAnon, RssFile …); empty off Linux."""
+    status = Path("/proc/self/status")
+    if not status.is_file():
+        return {}
+    fields = (line.split() for line in status.read_text().splitlines())
+    return {f[0].rstrip(":"): int(f[1]) / 1024.0 for f in fields if len(f) == 3 and f[2] == "kB"}
 
 
 def rss_split_mb() -> dict[str, float] | None:
@@ -148,14 +155,10 @@ def rss_split_mb() -> dict[str, float] | None:
     from disk and ~39 MB right after pip wrote them (large page-cache folios are mapped whole), while the
     anonymous part stayed at 21.6 MB. Recording both says which one a peak came from.
     """
-    status = Path("/proc/self/status")
-    if not status.is_file():
+    status = _proc_status_mb()
+    if "RssAnon" not in status or "RssFile" not in status:
         return None
-    split = {}
-    for line in status.read_text().splitlines():
-        if line.startswith(("RssAnon:", "RssFile:")):
-            split[line[3:7].lower()] = round(int(line.split()[1]) / 1024.0, 2)
-    return split if len(split) == 2 else None
+    return {"anon": round(status["RssAnon"], 2), "file": round(status["RssFile"], 2)}
 
 
 def _uss_mb() -> float | None:
@@ -202,7 +205,7 @@ def _percentiles(values_ns: np.ndarray) -> dict[str, float | None]:
         return {**dict.fromkeys(keys), "max": None, "mean": None}
     us = np.sort(values_ns / 1e3)
     out = {k: round(percentile(us, q), 3) for k, q in zip(keys, (50, 90, 99, 99.9), strict=True)}
-    out["max"] = round(float(us.max()), 3)
+    out["max"] = round(float(us[-1]), 3)
     out["mean"] = round(float(us.mean()), 3)
     return out
 
@@ -507,7 +510,7 @@ class Session:
         returns = np.array([s[0] for s in stats])
         oracle = np.array([s[3] for s in stats])
         frames = len(lat)
-        inst_fps = 1e9 / intervals[intervals > 0] if intervals.size else np.array([])
+        inst_fps = np.sort(1e9 / intervals[intervals > 0]) if intervals.size else np.array([])
         paced = pacer is not None and not pacer.uncapped
         partial = getattr(self, "partial_episode", None)
         summary: dict[str, Any] = {
@@ -547,10 +550,10 @@ class Session:
             "deadline_misses": int(self.misses),
             "fps": {
                 "mean": round(frames / (elapsed_ns / 1e9), 3) if elapsed_ns > 0 and frames else None,
-                "p50": round(percentile(np.sort(inst_fps), 50), 3) if inst_fps.size else None,
-                "p1": round(percentile(np.sort(inst_fps), 1), 3) if inst_fps.size else None,
-                "min": round(float(inst_fps.min()), 3) if inst_fps.size else None,
-                "max": round(float(inst_fps.max()), 3) if inst_fps.size else None,
+                "p50": round(percentile(inst_fps, 50), 3) if inst_fps.size else None,
+                "p1": round(percentile(inst_fps, 1), 3) if inst_fps.size else None,
+                "min": round(float(inst_fps[0]), 3) if inst_fps.size else None,
+                "max": round(float(inst_fps[-1]), 3) if inst_fps.size else None,
             },
             "peak_rss_mb": round(peak_rss_mb(self.rss_peak_mb), 2),
             "sampled_peak_rss_mb": round(self.rss_peak_mb, 2),

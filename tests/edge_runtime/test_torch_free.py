@@ -138,3 +138,5 @@ def test_an_onnxruntime_session_loads_none_of_the_memory_heavy_modules(manifest_
     split = summary["end_rss_split_mb"]  # RssAnon / RssFile: which part of the RSS a peak came from
     assert split["anon"] > 0 and split["file"] > 0
     assert split["anon"] + split["file"] <= summary["peak_rss_mb"] + 1.0
+    # Private memory is part of the resident set and includes the anonymous pages (all private here).
+    assert split["anon"] - 1.0 <= summary["end_uss_mb"] <= split["anon"] + split["file"] + 1.0
