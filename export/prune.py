@@ -30,6 +30,7 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from train.distill import agreement
 from train.networks import NetConfig, build_network, count_params
 
 #: Softmax temperature of the fine-tuning KL. The Q gap between the best two actions is ~0.05–0.2 on a
@@ -290,15 +291,11 @@ def _distill(
         return
     teacher_actions = target_q.argmax(dim=1)
 
-    def agreement() -> float:
-        with torch.no_grad():
-            return float((student(obs).argmax(dim=1) == teacher_actions).float().mean())
-
     def snapshot() -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in student.state_dict().items()}
 
     # The starting weights compete too: fine-tuning never hands back a student worse than it received.
-    best = (agreement(), snapshot()) if keep_best else None
+    best = (agreement(student, obs, teacher_actions), snapshot()) if keep_best else None
     student.train()
     optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -317,7 +314,7 @@ def _distill(
         optimizer.step()
         schedule.step()
         if best is not None and ((step + 1) % SNAPSHOT_EVERY == 0 or step + 1 == steps):
-            agree = agreement()
+            agree = agreement(student, obs, teacher_actions)
             if agree >= best[0]:
                 best = (agree, snapshot())
     if best is not None:

@@ -225,6 +225,36 @@ def test_finetuning_keeps_its_best_snapshot(vector_env: GridModel) -> None:
         assert (wrecked(obs).argmax(1) == target_q.argmax(1)).float().mean() < 1.0
 
 
+def test_finetuning_keeps_the_best_scored_snapshot_later_wins_ties(
+    vector_env: GridModel, monkeypatch
+) -> None:
+    """Scored at the start and after every step (SNAPSHOT_EVERY = 1) with scripted agreements, the student
+    ends with the weights of the best-scored step — the later of two equal bests — not the last step's."""
+    import export.prune as prune
+
+    teacher, _ = random_mlp((16, 16))
+    obs = torch.from_numpy(reachable_obs(vector_env))
+    with torch.no_grad():
+        target_q = teacher(obs)
+    student = copy.deepcopy(teacher)
+    torch.nn.init.normal_(student.out.weight)  # something to learn, so every step changes the weights
+    scores = iter([0.5, 0.7, 0.9, 0.6, 0.9, 0.8])  # start, then steps 1-5: step 4 is the later best
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def scripted(model: nn.Module, x: torch.Tensor, actions: torch.Tensor) -> float:
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return next(scores)
+
+    monkeypatch.setattr(prune, "agreement", scripted)
+    monkeypatch.setattr(prune, "SNAPSHOT_EVERY", 1)
+    _distill(student, obs, target_q, 5, 1e-2, 0.01, torch.Generator().manual_seed(0), keep_best=True)
+    assert len(seen) == 6
+    final = student.state_dict()
+    assert all(torch.equal(final[name], seen[4][name]) for name in final)  # step 4: the later of two 0.9s
+    assert any(not torch.equal(final[name], seen[2][name]) for name in final)  # not step 2, the earlier
+    assert any(not torch.equal(final[name], seen[5][name]) for name in final)  # nor the last step's
+
+
 @pytest.mark.slow  # ~10 s to train the teacher + ~4 s to prune on a loaded 2-core machine
 def test_pruned_50_keeps_the_teachers_return(oracle_teacher, vector_env: GridModel) -> None:
     """The issue's target: ≤ 30% of the float params with ≥ 99% of its exact return."""
