@@ -70,7 +70,6 @@ HOST_CELLS = {"env": ("env_single", "env_vector"), "trainer": ("trainer",)}
 trainer's imports torch, so it runs alone)."""
 HOST_SCENARIOS = tuple(s for group in HOST_CELLS.values() for s in group)
 SCENARIOS = MODEL_SCENARIOS + HOST_SCENARIOS
-STATUSES = ("ok", "failed", "skipped")
 NO_MODEL = "-"
 
 

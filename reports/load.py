@@ -16,7 +16,8 @@ import pandas as pd
 
 from reports.session import EmptySessionError, SessionReportError, load_session
 
-#: The benchmark CSV columns in the order ``python -m benchmarks`` writes them.
+#: The benchmark CSV columns in the order ``python -m benchmarks`` writes them (``benchmarks.rows.COLUMNS``;
+#: copied because reports only reads files, kept equal by tests/reports/test_schema.py).
 BENCH_COLUMNS = (
     "run_id", "timestamp", "target", "host", "arch", "cpu", "variant", "backend", "format", "precision",
     "artifact_status", "scenario", "status", "reason", "size_bytes", "params", "load_ms", "first_infer_ms",

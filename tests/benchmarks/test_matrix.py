@@ -23,6 +23,9 @@ from backends.manifest import file_sha256
 from benchmarks.__main__ import main
 from benchmarks.matrix import REPO, BenchConfig, Cell, load_inputs, run_cell, write_spec
 from benchmarks.rows import COLUMNS, safe_host
+from edge_runtime.cli import load_backend, resolve_plan
+from edge_runtime.config import SessionConfig
+from gridworld.oracle import evaluate_policy
 from tests.backends.artifact_factory import copy_manifest
 
 #: Small but real: 700 latency calls (enough for a p99), short loops, no host rows.
@@ -129,6 +132,16 @@ def test_artifact_facts_come_from_the_manifest(tiny_run, manifest_path) -> None:
     lat = by_cell(tiny_run["rows"])[("float", "onnxruntime")]["latency"]
     assert (lat["format"], lat["precision"], lat["artifact_status"]) == ("onnx", "fp32", "ok")
     assert int(lat["size_bytes"]) == entry["size_bytes"] and int(lat["params"]) == entry["params"]
+    # The loop rows evaluate the policy through the cell's own backend (one infer_one per state) over
+    # every start state: the same figures as an exact evaluation of the model run here in one batch.
+    cfg = SessionConfig(manifest=str(manifest_path), variant="float", backend="onnxruntime")
+    plan = resolve_plan(cfg)
+    backend = load_backend(cfg, plan)
+    want = evaluate_policy(plan.model, lambda obs: backend.infer(obs.reshape(len(obs), -1)).argmax(axis=1))
+    for scenario in ("loop_uncapped", "loop_paced"):
+        loop = by_cell(tiny_run["rows"])[("float", "onnxruntime")][scenario]
+        for col in ("mean_return", "success_rate", "oracle_ratio"):
+            assert float(loop[col]) == pytest.approx(getattr(want, col), abs=1e-6), (scenario, col)
 
 
 def test_a_cell_that_cannot_load_fails_with_the_reason_and_the_others_run(tiny_run) -> None:
