@@ -9,6 +9,7 @@ the legacy exporter still works but warns that it is deprecated; that one warnin
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -120,7 +121,7 @@ def compact(model: onnx.ModelProto) -> onnx.ModelProto:
     initializers = {i.name for i in graph.initializer}
     fixed = {v.name for v in (*graph.input, *graph.output) if v.name not in initializers}
     names: dict[str, str] = {}
-    counter = iter(range(1 << 62))
+    counter = itertools.count()
 
     def short(name: str) -> str:
         if not name or name in fixed:  # "" is an omitted optional input

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 
@@ -151,7 +151,13 @@ def _egocentric_windows(grid: np.ndarray, xs: np.ndarray, ys: np.ndarray, hs: np
     return out
 
 
-def draw_start_index(rng: np.random.Generator, n_starts: int) -> int:
+class UniformSource(Protocol):
+    """What draws a start: ``numpy.random.Generator`` or the stdlib's ``random.Random``."""
+
+    def random(self) -> float: ...
+
+
+def draw_start_index(rng: UniformSource, n_starts: int) -> int:
     """The one way a start is drawn, shared by the single and the batched env so their episodes match.
 
     A uniform, not ``rng.integers()``: the batched env pre-draws blocks of uniforms per env
@@ -193,7 +199,7 @@ class GridWorldCore:
             raise ValueError(f"max_steps must be ≥ 1, got {max_steps}")
         self.model = model if model is not None else build_model(layout, obs_mode, layout_seed)
         self.max_steps = max_steps
-        self.rng: Any = None
+        self.rng: UniformSource | None = None
         # Python lists make the scalar step a few list lookups instead of numpy scalar indexing.
         self._next = self.model.next_state.tolist()
         self._reward = self.model.arrive_reward.tolist()
