@@ -125,7 +125,7 @@ class ModelCell:
                 flat = np.ascontiguousarray(obs.reshape(len(obs), -1), dtype=np.float32)
                 return np.fromiter((int(infer_one(o).argmax()) for o in flat), np.int64, len(flat))
 
-            ev = evaluate_policy(self.plan.model, policy, self.plan.max_steps)
+            ev = evaluate_policy(self.plan.model, policy)
             self._evaluation = {
                 "mean_return": round(ev.mean_return, 6),
                 "success_rate": round(ev.success_rate, 6),

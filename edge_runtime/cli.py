@@ -61,7 +61,6 @@ def resolve_plan(cfg: SessionConfig) -> SessionPlan:
         manifest_path=Path(cfg.manifest),
         entry=entry,
         model=model,
-        max_steps=settings["max_steps"],
         fps=float(cfg.fps if cfg.fps is not None else profile.fps),
         latency_budget_ms=float(
             cfg.latency_budget_ms if cfg.latency_budget_ms is not None else profile.latency_budget_ms

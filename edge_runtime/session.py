@@ -80,7 +80,7 @@ class SessionPlan:
     manifest_path: Path
     entry: ArtifactEntry
     model: GridModel
-    max_steps: int
+    """The env (its ``max_steps`` is the episode limit)."""
     fps: float
     latency_budget_ms: float
     target: str
@@ -306,10 +306,10 @@ class Session:
     # ---------------------------------------------------------------------------------------------------
     def _loop(self, window: Any) -> None:
         cfg, plan, backend = self.config, self.plan, self.backend
-        env = GridWorldCore(model=plan.model, max_steps=plan.max_steps)
+        env = GridWorldCore(model=plan.model)
         flat = plan.model.obs_mode != "vector"  # image windows reach the model as flat float32
         oracle_distance = Oracle(plan.model).distance
-        max_steps_env = plan.max_steps
+        max_steps_env = plan.model.max_steps
         # The stdlib generator draws the starts: numpy.random would add ~2 MB (and OpenSSL, via its
         # `secrets` import) to a process budgeted at 64 MB. Same seed, same sequence of episodes.
         env.rng = random.Random(cfg.seed)

@@ -191,14 +191,17 @@ class GridWorldCore:
         self,
         layout: str | Sequence[str] | np.ndarray = "default",
         obs_mode: str = "vector",
-        max_steps: int = MAX_STEPS,
+        max_steps: int | None = None,
         layout_seed: int = 0,
         model: GridModel | None = None,
     ) -> None:
-        if max_steps < 1:
+        if max_steps is not None and max_steps < 1:
             raise ValueError(f"max_steps must be ≥ 1, got {max_steps}")
-        self.model = model if model is not None else build_model(layout, obs_mode, layout_seed)
-        self.max_steps = max_steps
+        if model is None:
+            model = build_model(layout, obs_mode, layout_seed, MAX_STEPS if max_steps is None else max_steps)
+        self.model = model
+        # The model's limit unless overridden, so the env and exact evaluations of its model agree.
+        self.max_steps = model.max_steps if max_steps is None else max_steps
         self.rng: UniformSource | None = None
         # Python lists make the scalar step a few list lookups instead of numpy scalar indexing.
         self._next = self.model.next_state.tolist()

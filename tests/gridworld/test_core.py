@@ -67,6 +67,19 @@ def test_truncation_at_max_steps() -> None:
     assert flags[-1] == (False, True)
 
 
+@pytest.mark.parametrize(
+    "make", [lambda: GridWorldCore(max_steps=7), lambda: GridWorldCore(model=build_model(max_steps=7))]
+)
+def test_the_env_and_its_model_share_one_episode_limit(make) -> None:
+    """Given to the env or to its model, the limit is the same for both: the env truncates where exact
+    evaluations of ``core.model`` (which read ``model.max_steps``) stop."""
+    core = make()
+    assert core.max_steps == core.model.max_steps == 7
+    core.reset(seed=0)
+    flags = [core.step(TURN_LEFT)[2:] for _ in range(7)]
+    assert flags[-1] == (False, True) and all(f == (False, False) for f in flags[:-1])
+
+
 def test_vector_observation_encodes_position_goal_heading() -> None:
     model = build_model(CORRIDOR)
     core = GridWorldCore(model=model)
