@@ -3,9 +3,11 @@
     python -m benchmarks.train_speed [--steps 2000] [--batch 256] [--hidden 256,256] [--algo cql]
                                      [--threads 2] [--repeats 5] [--warmup 300] [--dataset PATH] [--json PATH]
 
-It times :class:`train.trainer.StepRunner` — sample a minibatch from the packed dataset tensor, loss,
-backward, fused Adam, target update, loss bookkeeping — exactly what ``python -m train`` runs between
-evaluations. Without ``--dataset`` the default buffer (100 ``mixed`` episodes, seed 0) is collected in
+It times :class:`train.trainer.StepRunner` — sample a minibatch from the packed dataset tensor, loss and
+its gradient (hand-written for CQL on an MLP, see train/mlp_grad.py; autograd otherwise), fused Adam,
+target update, loss bookkeeping — exactly what ``python -m train`` runs between evaluations.
+``--compare-autograd`` times the autograd path of the same configuration in interleaved blocks.
+Without ``--dataset`` the default buffer (100 ``mixed`` episodes, seed 0) is collected in
 memory first. After a warm-up, ``--repeats`` blocks of ``--steps`` steps are timed; the median is the
 headline figure and min/max show the noise of a shared machine (the load average is recorded too).
 """
@@ -27,9 +29,18 @@ import torch
 
 from benchmarks.env_speed import host_info
 from train.algos import algo_names
+from train.algos.base import Algo
 from train.dataset import Dataset, DatasetError, load_dataset
 from train.evaluate import env_model_from_metadata
-from train.trainer import StepRunner, TrainConfig, TransitionSampler, build_algo, network_config, parse_hidden
+from train.trainer import (
+    StepRunner,
+    TrainConfig,
+    TransitionSampler,
+    build_algo,
+    configure_torch,
+    network_config,
+    parse_hidden,
+)
 
 #: Issue 3's target for batch 256 with a 256×256 MLP on 2 cores.
 TARGET_STEPS_PER_S = 500.0
@@ -42,6 +53,17 @@ def default_dataset() -> Dataset:
     return collect(CollectConfig(episodes=100, policy="mixed", seed=0, out="unused.npz", quiet=True))
 
 
+def _runner(dataset: Dataset, algo: str, batch: int, hidden: tuple[int, ...], threads: int, autograd: bool):
+    config = TrainConfig(
+        algo=algo, batch_size=batch, hidden=hidden, threads=threads, autograd=autograd, out="unused"
+    )
+    torch.manual_seed(0)
+    env_model = env_model_from_metadata(dataset.metadata)
+    net = network_config(dataset, env_model, config.hidden)
+    sampler = TransitionSampler(dataset, np.arange(len(dataset)), 0)
+    return StepRunner(build_algo(config, net, sampler), sampler, config)
+
+
 def measure(
     dataset: Dataset,
     algo: str = "cql",
@@ -51,46 +73,62 @@ def measure(
     threads: int = 2,
     repeats: int = 5,
     warmup: int = 300,
+    compare_autograd: bool = False,
 ) -> dict[str, Any]:
-    """Median gradient steps/s over ``repeats`` timed blocks of ``steps`` steps, after ``warmup`` steps."""
-    config = TrainConfig(algo=algo, batch_size=batch, hidden=hidden, threads=threads, out="unused")
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    env_model = env_model_from_metadata(dataset.metadata)
-    net = network_config(dataset, env_model, config.hidden)
-    sampler = TransitionSampler(dataset, np.arange(len(dataset)), 0)
-    runner = StepRunner(build_algo(config, net, sampler), sampler, config)
-    done = 0
+    """Median gradient steps/s over ``repeats`` timed blocks of ``steps`` steps, after ``warmup`` steps.
 
-    def run(n: int) -> float:
-        nonlocal done
+    With ``compare_autograd`` the same configuration with ``--autograd`` is timed too, its blocks
+    interleaved with the default path's, so both see the same machine load; the ratio of the medians is
+    reported.
+    """
+    configure_torch(threads)
+    paths = {"default": False, "autograd": True} if compare_autograd else {"default": False}
+    runners = {name: _runner(dataset, algo, batch, hidden, threads, ag) for name, ag in paths.items()}
+    done = dict.fromkeys(runners, 0)
+
+    def run(name: str, n: int) -> float:
+        runner = runners[name]
         start = time.perf_counter()
         for _ in range(n):
-            done += 1
-            runner.step(done)
+            done[name] += 1
+            runner.step(done[name])
         runner.pop_losses()  # the float conversion the trainer does every log_every steps
         return n / (time.perf_counter() - start)
 
     load_before = os.getloadavg()
-    run(warmup)
-    rates = [run(steps) for _ in range(repeats)]
-    return {
+    rates: dict[str, list[float]] = {name: [] for name in runners}
+    for name in runners:
+        run(name, warmup)
+    for _ in range(repeats):
+        for name in runners:
+            rates[name].append(run(name, steps))
+    result = {
         "algo": algo,
         "batch": batch,
         "hidden": list(hidden),
         "threads": threads,
         "steps_per_repeat": steps,
         "warmup": warmup,
-        "median_steps_per_s": statistics.median(rates),
-        "min_steps_per_s": min(rates),
-        "max_steps_per_s": max(rates),
-        "repeats": rates,
+        "gradient": "hand-written"
+        if runners["default"].algo.grad_step.__func__ is not Algo.grad_step
+        else "autograd",
+        "median_steps_per_s": statistics.median(rates["default"]),
+        "min_steps_per_s": min(rates["default"]),
+        "max_steps_per_s": max(rates["default"]),
+        "repeats": rates["default"],
         "target_steps_per_s": TARGET_STEPS_PER_S if (batch, tuple(hidden)) == (256, (256, 256)) else None,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "torch": torch.__version__,
         "host": host_info(),
     }
+    if compare_autograd:
+        result["autograd"] = {
+            "median_steps_per_s": statistics.median(rates["autograd"]),
+            "repeats": rates["autograd"],
+            "speedup": statistics.median(rates["default"]) / statistics.median(rates["autograd"]),
+        }
+    return result
 
 
 def format_result(r: dict[str, Any]) -> str:
@@ -100,10 +138,18 @@ def format_result(r: dict[str, Any]) -> str:
         if target is None
         else f"  target ≥ {target:.0f}: {'ok' if r['median_steps_per_s'] >= target else 'MISSED'}"
     )
-    return (
+    autograd = r.get("autograd")
+    versus = (
+        f"autograd, interleaved: median {autograd['median_steps_per_s']:.0f} steps/s; the default path is "
+        f"{autograd['speedup']:.2f}× that\n"
+        if autograd
+        else ""
+    )
+    return versus + (
         f"{r['algo']} batch {r['batch']} hidden {'x'.join(map(str, r['hidden']))} on {r['threads']} threads: "
         f"median {r['median_steps_per_s']:.0f} steps/s (min {r['min_steps_per_s']:.0f}, max "
-        f"{r['max_steps_per_s']:.0f}, {len(r['repeats'])} × {r['steps_per_repeat']} steps){verdict}\n"
+        f"{r['max_steps_per_s']:.0f}, {len(r['repeats'])} × {r['steps_per_repeat']} steps, {r['gradient']} "
+        f"gradient){verdict}\n"
         f"load average before/after: {r['load_average_before'][0]:.2f} / {r['load_average_after'][0]:.2f} "
         f"on {r['host']['usable_cpus']} CPUs ({r['host']['cpu_model']})"
     )
@@ -122,6 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (the median is reported)")
     parser.add_argument("--warmup", type=int, default=300, help="untimed steps first")
+    parser.add_argument(
+        "--compare-autograd",
+        action="store_true",
+        help="also time the same step with --autograd (blocks interleaved) and print the ratio",
+    )
     parser.add_argument("--dataset", help="replay buffer .npz (default: 100 mixed episodes, in memory)")
     parser.add_argument("--json", type=Path, help="also write the result as JSON here")
     args = parser.parse_args(argv)
@@ -133,7 +184,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, DatasetError) as err:
         parser.error(str(err))
     result = measure(
-        dataset, args.algo, args.steps, args.batch, hidden, args.threads, args.repeats, args.warmup
+        dataset,
+        args.algo,
+        args.steps,
+        args.batch,
+        hidden,
+        args.threads,
+        args.repeats,
+        args.warmup,
+        args.compare_autograd,
     )
     print(format_result(result))
     if args.json:

@@ -60,6 +60,7 @@ from train.dataset import Dataset, DatasetError, load_dataset
 from train.evaluate import env_model_from_metadata, evaluate_model, flat_obs
 from train.networks import NetConfig, anchor_first_layer, build_network, count_params
 from train.runlog import RunLogger
+from train.trainer import configure_torch
 
 STUDENT_FILE = "student.safetensors"
 PROG = "python -m train.distill"
@@ -171,7 +172,7 @@ def distill(config: DistillConfig) -> dict[str, Any]:
     before anything is written.
     """
     t_start = time.perf_counter()
-    torch.set_num_threads(config.threads)
+    configure_torch(config.threads)
     torch.manual_seed(config.seed)
     try:
         teacher, teacher_cfg, teacher_info = load_checkpoint(config.teacher)

@@ -51,6 +51,7 @@ from train.evaluate import evaluate_model, flat_obs
 from train.networks import NetConfig, anchor_first_layer, build_network, count_params
 from train.per import LinearSchedule, ReplayBuffer, make_buffer
 from train.runlog import RunLogger
+from train.trainer import configure_torch
 
 # ---------------------------------------------------------------------------------------------------
 # Config
@@ -289,7 +290,7 @@ def step_vector_env(
 
 def train_dqn(config: DQNConfig) -> DQNResult:
     """Run online DQN as configured, writing checkpoints and logs under ``config.out``."""
-    torch.set_num_threads(config.threads)
+    configure_torch(config.threads)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     out = Path(config.out)

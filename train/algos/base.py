@@ -73,6 +73,16 @@ class Algo(ABC):
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(total loss to minimise, its components by name) for one minibatch."""
 
+    def grad_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`loss` on ``batch`` and its gradient left in every trainable parameter's ``.grad``
+        (the trainer has cleared them); returns the detached loss and its components.
+
+        Autograd by default; an algorithm may override it with a hand-written gradient (CQL does for MLPs).
+        """
+        loss, parts = self.loss(batch)
+        loss.backward()
+        return loss.detach(), {name: value.detach() for name, value in parts.items()}
+
     def after_step(self, step: int) -> None:  # noqa: B027 (optional hook)
         """Called after each optimizer step with the 1-based step count (target-network updates)."""
 
@@ -132,11 +142,21 @@ def double_dqn_target(
     must allow at least one action.
     """
     with torch.no_grad():
-        q_next = online(batch.next_obs)
-        if allowed is not None:
-            q_next = q_next.masked_fill(~allowed, float("-inf"))
-        a_next = q_next.argmax(dim=1, keepdim=True)
-        return batch.rewards + gamma * batch.not_done * target_next_q.gather(1, a_next).squeeze(1)
+        return bootstrap_target(online(batch.next_obs), target_next_q, batch, gamma, allowed)
+
+
+def bootstrap_target(
+    q_next: torch.Tensor,
+    target_next_q: torch.Tensor,
+    batch: Batch,
+    gamma: float,
+    allowed: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`double_dqn_target` given the online values ``q_next`` at ``batch.next_obs`` already."""
+    if allowed is not None:
+        q_next = q_next.masked_fill(~allowed, float("-inf"))
+    a_next = q_next.argmax(dim=1, keepdim=True)
+    return batch.rewards + gamma * batch.not_done * target_next_q.gather(1, a_next).squeeze(1)
 
 
 class QLearner(Algo):

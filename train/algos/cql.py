@@ -8,20 +8,34 @@ The conservative term pushes Q down on every action in proportion to its softmax
 action the dataset took, so actions the data never shows cannot keep an optimistic value that the
 greedy policy would then chase: the failure mode of plain Q-learning on a fixed dataset. The deployed
 network is the Q-net itself; its argmax is the policy.
+
+For an MLP the trainer takes :meth:`CQL.grad_step`, the same loss with its gradient written out
+(:mod:`train.mlp_grad`); :meth:`CQL.loss` is the autograd definition it is tested against.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.algos.base import Batch, QLearner, data_q
+from train import mlp_grad
+from train.algos.base import Batch, QLearner, bootstrap_target, data_q
+from train.networks import NetConfig
+
+if TYPE_CHECKING:
+    from train.trainer import TrainConfig
 
 
 class CQL(QLearner):
     description = "Conservative Q-Learning: Double-DQN + α·(logsumexp Q − Q(s, a_data)) [+ BC]"
     components = ("Bellman", "Conservative", "BC")
+
+    def __init__(self, net: NetConfig, config: TrainConfig) -> None:
+        super().__init__(net, config)
+        self._layers = None if config.autograd else mlp_grad.mlp_layers(self.q)
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         q = self.q(batch.obs)
@@ -35,6 +49,38 @@ class CQL(QLearner):
             bc = F.cross_entropy(q, batch.actions)
             total = total + self.config.bc_weight * bc
             parts["BC"] = bc
+        return total, parts
+
+    def grad_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`loss` and its gradient without autograd, for an MLP Q-net (autograd otherwise).
+
+        With ``g = clamp(Q(s, a_data) − y, −1, 1)`` (the Huber slope), ``w = α + bc_weight`` and ``p =
+        softmax Q(s, ·)``, the gradient of the loss with respect to ``Q(s, ·)`` is ``(w·p + onehot(a_data)
+        ·(g − w)) / B``; the BC cross-entropy equals the conservative gap ``logsumexp Q − Q(s, a_data)``.
+        """
+        if self._layers is None:
+            return super().grad_step(batch)
+        rows = len(batch.obs)
+        acts = mlp_grad.forward(self._layers, torch.cat([batch.obs, batch.next_obs]))
+        q, q_next = acts[-1][:rows], acts[-1][rows:]
+        alpha, bc_weight = self.config.alpha, self.config.bc_weight
+        with torch.no_grad():
+            y = bootstrap_target(q_next, self.target_next_q(batch), batch, self.config.gamma)
+            a = batch.actions.unsqueeze(1)
+            q_data = q.gather(1, a).squeeze(1)
+            lse = torch.logsumexp(q, dim=1)
+            bellman = F.smooth_l1_loss(q_data, y)
+            gap = (lse - q_data).mean()
+            w = alpha + bc_weight
+            grad_q = torch.exp(q - lse.unsqueeze(1)).mul_(w / rows)
+            slope = (q_data - y).clamp_(-1.0, 1.0).sub_(w).div_(rows)
+            grad_q.scatter_add_(1, a, slope.unsqueeze(1))
+            mlp_grad.backward(self._layers, acts, grad_q)
+            total = bellman + alpha * gap
+            parts = {"Bellman": bellman, "Conservative": gap}
+            if bc_weight > 0:
+                total = total + bc_weight * gap
+                parts["BC"] = gap
         return total, parts
 
     def policy_module(self) -> nn.Module:

@@ -1,0 +1,128 @@
+"""CQL's hand-written gradient (train/mlp_grad.py) equals autograd's on real minibatches, and the
+trainer falls back to autograd where it does not apply."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from train.algos.base import Algo
+from train.collect import CollectConfig, collect
+from train.dataset import Dataset
+from train.evaluate import env_model_from_metadata
+from train.mlp_grad import mlp_layers
+from train.networks import CNNNet, MLPNet, NetConfig
+from train.trainer import StepRunner, TrainConfig, TransitionSampler, build_algo, network_config
+
+
+@pytest.fixture(scope="module")
+def dataset() -> Dataset:
+    return collect(CollectConfig(episodes=30, policy="mixed", seed=3, out="unused.npz", quiet=True))
+
+
+def _algo(dataset: Dataset, hidden: tuple[int, ...], **overrides: object) -> tuple[Algo, TransitionSampler]:
+    config = TrainConfig(algo="cql", hidden=hidden, batch_size=64, out="unused", **overrides)
+    net = network_config(dataset, env_model_from_metadata(dataset.metadata), hidden)
+    sampler = TransitionSampler(dataset, np.arange(len(dataset)), seed=1)
+    torch.manual_seed(0)
+    return build_algo(config, net, sampler), sampler
+
+
+def _grads(algo: Algo) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in algo.parameters()]
+
+
+@pytest.mark.parametrize(
+    ("hidden", "overrides"),
+    [
+        ((32, 32), {}),
+        ((16, 24, 8), {"alpha": 0.7, "bc_weight": 0.3}),  # three layers, BC on, uneven widths
+        ((32,), {"alpha": 0.0}),  # pure Double-DQN
+    ],
+)
+def test_hand_written_gradient_and_losses_equal_autograd(
+    dataset: Dataset, hidden: tuple[int, ...], overrides: dict[str, float]
+) -> None:
+    algo, sampler = _algo(dataset, hidden, **overrides)
+    assert algo._layers is not None
+    for _ in range(3):  # a few batches, with a step between them so the weights are not the init's
+        batch = sampler.sample(64)
+        for p in algo.parameters():
+            p.grad = None
+        total, parts = algo.grad_step(batch)
+        fast = _grads(algo)
+        for p in algo.parameters():
+            p.grad = None
+        ref_total, ref_parts = algo.loss(batch)
+        ref_total.backward()
+        for got, want in zip(fast, _grads(algo), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(total, ref_total.detach(), rtol=1e-5, atol=1e-6)
+        assert parts.keys() == ref_parts.keys()
+        for name, value in parts.items():
+            torch.testing.assert_close(value, ref_parts[name].detach(), rtol=1e-5, atol=1e-6)
+        with torch.no_grad():
+            for p in algo.parameters():
+                p.sub_(0.05 * p.grad)
+
+
+def test_next_observation_rows_carry_no_gradient(dataset: Dataset) -> None:
+    """The next observations ride in the same forward pass, but only the first rows are differentiated:
+    with every row terminal (no bootstrap) the gradient cannot depend on them."""
+    algo, sampler = _algo(dataset, (16, 16), alpha=0.5)
+    batch = sampler.sample(32)
+    terminal = batch._replace(not_done=torch.zeros_like(batch.not_done))
+    algo.grad_step(terminal)
+    first = _grads(algo)
+    algo.grad_step(terminal._replace(next_obs=torch.randn_like(batch.next_obs)))
+    for a, b in zip(first, _grads(algo), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_autograd_flag_cnn_and_other_modules_take_the_autograd_path(dataset: Dataset) -> None:
+    algo, _ = _algo(dataset, (16,), autograd=True)
+    assert algo._layers is None
+    assert mlp_layers(CNNNet(NetConfig(kind="cnn", obs_dim=9, hidden=(8,)))) is None
+    assert mlp_layers(torch.nn.Linear(6, 3)) is None
+    assert len(mlp_layers(MLPNet(NetConfig(hidden=(8, 8, 8)))) or []) == 4
+
+
+def test_runner_steps_the_same_weights_on_either_path(dataset: Dataset) -> None:
+    """Twenty trainer steps (Adam, target syncs, cosine LR) from the same init and sampling seed end at the
+    same weights whether the gradient is hand-written or autograd's."""
+    weights = []
+    for autograd in (False, True):
+        config = TrainConfig(
+            algo="cql", hidden=(32, 32), batch_size=64, steps=20, target_update=5, autograd=autograd, out="x"
+        )
+        net = network_config(dataset, env_model_from_metadata(dataset.metadata), config.hidden)
+        sampler = TransitionSampler(dataset, np.arange(len(dataset)), seed=1)
+        torch.manual_seed(0)
+        runner = StepRunner(build_algo(config, net, sampler), sampler, config)
+        for step in range(1, 21):
+            runner.step(step)
+        losses = runner.pop_losses()
+        weights.append(([p.detach().clone() for p in runner.params], losses))
+    (fast, fast_losses), (ref, ref_losses) = weights
+    for a, b in zip(fast, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    assert fast_losses.keys() == ref_losses.keys()
+    for name in fast_losses:
+        assert fast_losses[name] == pytest.approx(ref_losses[name], rel=1e-3, abs=1e-5)
+
+
+def test_train_speed_times_both_paths_interleaved(dataset: Dataset, capsys) -> None:
+    from benchmarks.train_speed import format_result, measure
+
+    result = measure(dataset, steps=5, batch=32, hidden=(16,), repeats=2, warmup=1, compare_autograd=True)
+    assert result["gradient"] == "hand-written" and len(result["repeats"]) == 2
+    assert len(result["autograd"]["repeats"]) == 2
+    assert result["autograd"]["speedup"] == pytest.approx(
+        result["median_steps_per_s"] / result["autograd"]["median_steps_per_s"]
+    )
+    assert "autograd, interleaved" in format_result(result)
+    assert (
+        measure(dataset, algo="bc", steps=2, batch=8, hidden=(8,), repeats=1, warmup=0)["gradient"]
+        == "autograd"
+    )
