@@ -33,7 +33,12 @@ EPILOG = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = dataclass_parser(BenchConfig, prog=PROG, description=DESCRIPTION, epilog=EPILOG)
-    config: BenchConfig = parse_dataclass(BenchConfig, parser, None if argv is None else list(argv))
+    config: BenchConfig = parse_dataclass(
+        BenchConfig,
+        parser,
+        None if argv is None else list(argv),
+        outputs={"out": "dir", "sessions_dir": "dir"},
+    )
     try:
         result = run_matrix(config)
     except BenchError as err:

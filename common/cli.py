@@ -17,6 +17,8 @@ from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import Any
 
+from common.fileio import output_problem
+
 
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring written under each dataclass field, read from the source."""
@@ -134,10 +136,25 @@ def dataclass_parser(
     return parser
 
 
-def parse_dataclass(cls: type, parser: argparse.ArgumentParser, argv: list[str] | None = None) -> Any:
-    """Parse ``argv`` into ``cls``; a ``ValueError`` from its validation becomes argparse's exit-2 error."""
+def parse_dataclass(
+    cls: type,
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None = None,
+    outputs: dict[str, str] | None = None,
+) -> Any:
+    """Parse ``argv`` into ``cls``; a ``ValueError`` from its validation becomes argparse's exit-2 error.
+
+    ``outputs`` names the fields that are output paths (``"dir"`` or ``"file"``): one that cannot be
+    written (a file where a folder is wanted, a read-only parent) is refused the same way, before the
+    command does any work.
+    """
     args = vars(parser.parse_args(argv))
     try:
-        return cls(**args)
+        config = cls(**args)
     except ValueError as err:
         parser.error(str(err))
+    for name, kind in (outputs or {}).items():
+        value = getattr(config, name)
+        if value is not None and (problem := output_problem(value, kind)):
+            parser.error(f"{flag_name(name)}: {problem}; choose another {flag_name(name)}")
+    return config

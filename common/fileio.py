@@ -31,6 +31,27 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     return path
 
 
+def output_problem(path: str | Path, kind: str = "dir") -> str | None:
+    """Why ``path`` cannot become an output folder (``kind="dir"``) or file (``"file"``); ``None`` if it can.
+
+    The CLIs ask before any work starts, so a bad ``--out`` costs one error line rather than a traceback
+    after minutes of training or measuring. Nothing is created.
+    """
+    path = Path(path)
+    if kind == "dir" and path.exists() and not path.is_dir():
+        return f"{path} exists and is not a folder"
+    if kind == "file" and path.is_dir():
+        return f"{path} is a folder, not a file name"
+    existing = path if kind == "dir" else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder, so {path} cannot be created"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
 def _read_umask() -> int:
     mask = os.umask(0)  # the only way to read it is to set it; read once, at import
     os.umask(mask)

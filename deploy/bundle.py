@@ -215,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit 2 with one line, before anything is written, when the export or the target is unusable."""
-    config = parse_dataclass(BundleConfig, build_parser(), list(argv) if argv is not None else None)
+    config = parse_dataclass(
+        BundleConfig, build_parser(), list(argv) if argv is not None else None, outputs={"out": "dir"}
+    )
     try:
         bundle = plan_bundle(config)
     except ValueError as err:  # BundleError, ManifestError, ProfileError, RequirementsError

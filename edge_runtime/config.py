@@ -14,6 +14,7 @@ from typing import Any
 
 from backends.registry import backend_names
 from common.cli import dataclass_parser
+from common.fileio import output_problem
 from edge_runtime.pacing import PACING_POLICIES
 
 
@@ -109,6 +110,8 @@ def parse_config(argv: list[str] | None = None) -> SessionConfig:
         problems.append(f"--latency-budget-ms must be > 0, got {cfg.latency_budget_ms}")
     if cfg.flush_s <= 0 or cfg.mem_sample_ms <= 0:
         problems.append("--flush-s and --mem-sample-ms must be > 0")
+    if problem := output_problem(cfg.out, "dir"):
+        problems.append(f"--out: {problem}; choose another --out")
     if problems:
         parser.error("; ".join(problems))
     return cfg

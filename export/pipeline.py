@@ -25,6 +25,7 @@ from tqdm import tqdm
 from backends.manifest import ArtifactEntry, Manifest, file_sha256, write_manifest
 from backends.profiles import TargetProfile, load_profile
 from backends.registry import get_backend
+from common.fileio import output_problem
 from export import gates
 from export.formats import FormatJob, FormatResult, get_format
 from export.onnx_export import EXPORTERS, export_onnx, stamp, torch_q_values
@@ -132,9 +133,8 @@ def prepare(config: ExportConfig) -> Plan:
     variants = _select_variants(profile, config.variant_names())
     if config.exporter not in EXPORTERS:
         raise ValueError(f"unknown exporter {config.exporter!r}; use one of {', '.join(EXPORTERS)}")
-    out = config.out_dir
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder")
+    if problem := output_problem(config.out_dir, "dir"):
+        raise ValueError(f"--out: {problem}; choose another --out")
     float_source = _load_source(Path(config.checkpoint))
     dataset = load_dataset(config.dataset)
     env_model = env_model_from_metadata(dataset.metadata)

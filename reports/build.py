@@ -80,9 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ReportConfig,
         prog="python -m reports",
         description=(__doc__ or "").strip().split("\n\n")[1],
-        epilog="exit status: 0 report written, 1 could not write --out, 2 missing or malformed result files.",
+        epilog=(
+            "exit status: 0 report written, 1 writing to --out failed, 2 missing or malformed result files "
+            "or an --out that cannot be a folder (checked before anything is read)."
+        ),
     )
-    config: ReportConfig = parse_dataclass(ReportConfig, parser, list(argv) if argv is not None else None)
+    config: ReportConfig = parse_dataclass(
+        ReportConfig, parser, list(argv) if argv is not None else None, outputs={"out": "dir"}
+    )
     try:
         data, written = build_report(config)
     except ReportError as err:

@@ -29,7 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=DESCRIPTION,
         overrides={"algo": {"choices": algo_names()}},
     )
-    config: TrainConfig = parse_dataclass(TrainConfig, parser, None if argv is None else list(argv))
+    config: TrainConfig = parse_dataclass(
+        TrainConfig, parser, None if argv is None else list(argv), outputs={"out": "dir"}
+    )
     try:
         result = train(config)
     except DatasetError as err:

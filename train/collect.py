@@ -323,7 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: collect, save atomically, plot, summarise. Bad arguments exit 2 before any file is written."""
-    config = parse_dataclass(CollectConfig, build_parser(), list(argv) if argv is not None else None)
+    config = parse_dataclass(
+        CollectConfig, build_parser(), list(argv) if argv is not None else None, outputs={"out": "file"}
+    )
     dataset = collect(config)
     out = Path(config.out)
     save_dataset(out, dataset)

@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     config: DistillConfig = parse_dataclass(
-        DistillConfig, build_parser(), list(argv) if argv is not None else None
+        DistillConfig, build_parser(), list(argv) if argv is not None else None, outputs={"out": "dir"}
     )
     try:
         summary = distill(config)

@@ -483,7 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config: DQNConfig = parse_dataclass(DQNConfig, build_parser(), None if argv is None else list(argv))
+    config: DQNConfig = parse_dataclass(
+        DQNConfig, build_parser(), None if argv is None else list(argv), outputs={"out": "dir"}
+    )
     result = train_dqn(config)
     steps = ", ".join(
         f"≥{k}: {v if v is not None else 'not reached'}" for k, v in result.steps_to_ratio.items()
