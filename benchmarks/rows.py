@@ -11,12 +11,13 @@ import csv
 import io
 import json
 import math
-import os
 import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from common.fileio import atomic_write_text
 
 COLUMNS = (
     "run_id",
@@ -94,17 +95,6 @@ def csv_text(rows: Iterable[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _link_new(text: str, path: Path) -> None:
-    """Write ``text`` to a temp file and hard-link it to ``path``: all or nothing, never over a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # plain open(): the umask's file mode
-    try:
-        with open(tmp, "w", newline="") as f:
-            f.write(text)
-        os.link(tmp, path)  # FileExistsError when a run already took the name
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_pair(
     out_dir: Path, target: str, hostname: str, started: datetime, rows: list[dict[str, Any]], meta: dict
 ) -> tuple[Path, Path]:
@@ -123,11 +113,13 @@ def write_pair(
         if json_path.exists():
             continue
         try:
-            _link_new(text, csv_path)
+            atomic_write_text(csv_path, text, exclusive=True)  # never over a file
         except FileExistsError:
             continue
         try:
-            _link_new(json.dumps({**meta, "csv": csv_path.name}, indent=2) + "\n", json_path)
+            atomic_write_text(
+                json_path, json.dumps({**meta, "csv": csv_path.name}, indent=2) + "\n", exclusive=True
+            )
         except BaseException:
             csv_path.unlink()  # no CSV without its JSON
             raise

@@ -14,8 +14,12 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)``, then rename ``tmp_path`` onto ``path``; on any error remove the temp file."""
+def atomic_write(path: str | Path, write: Callable[[str], None], exclusive: bool = False) -> Path:
+    """Call ``write(tmp_path)``, then rename ``tmp_path`` onto ``path``; on any error remove the temp file.
+
+    ``exclusive``: hard-link instead of rename, so an existing ``path`` is never replaced
+    (``FileExistsError``): two writers racing for one name cannot both win.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -24,7 +28,10 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
         write(tmp)
         # mkstemp creates 0600; give the result the mode a plain open() would (0666 less the umask).
         os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+        else:
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -61,8 +68,8 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+def atomic_write_text(path: str | Path, text: str, exclusive: bool = False) -> Path:
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text), exclusive)
 
 
 def atomic_write_json(path: str | Path, payload: Any) -> Path:

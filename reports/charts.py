@@ -430,8 +430,9 @@ def write_charts(data: ReportData, folder: Path, svg: bool = True) -> list[Chart
     for s in data.sessions:
         if s.frames is None:
             continue
-        paths = session_plots.write_plots(s.csv, folder / "sessions")
-        combined = next(p for p in paths if p.stem == s.name)
+        (combined,) = session_plots.write_plots(
+            s.csv, folder / "sessions", loaded=(s.frames, s.summary), separate=False
+        )
         charts.append(
             Chart(
                 f"sessions/{combined.name}",

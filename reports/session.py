@@ -124,8 +124,17 @@ PLOTS: dict[str, Callable[[Any, Any], None]] = {
 }
 
 
-def write_plots(csv_path: str | Path, out_dir: str | Path | None = None) -> list[Path]:
-    """Write one PNG per plot and a combined one; return their paths."""
+def write_plots(
+    csv_path: str | Path,
+    out_dir: str | Path | None = None,
+    loaded: tuple[Any, dict[str, Any]] | None = None,
+    separate: bool = True,
+) -> list[Path]:
+    """Write the combined PNG and, with ``separate``, one PNG per plot; return their paths.
+
+    ``loaded``: the session's ``(frames, summary)`` as :func:`load_session` returned them, when the caller
+    has read the files already.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,10 +143,10 @@ def write_plots(csv_path: str | Path, out_dir: str | Path | None = None) -> list
     csv_path = Path(csv_path)
     out = Path(out_dir) if out_dir is not None else csv_path.parent / "plots"
     out.mkdir(parents=True, exist_ok=True)
-    df, summary = load_session(csv_path)
+    df, summary = loaded if loaded is not None else load_session(csv_path)
     title = _title(csv_path, summary)
     written = []
-    for name, draw in PLOTS.items():
+    for name, draw in PLOTS.items() if separate else ():
         fig, ax = plt.subplots(figsize=(9, 3.2))
         draw(ax, df)
         ax.set_xlabel("session time (s)")

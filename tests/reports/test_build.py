@@ -99,9 +99,10 @@ def test_outputs_are_written_and_paths_printed(built: Built) -> None:
         "size_vs_return.png",
         "comparison.png",
         "sessions/session_2.png",
-        "sessions/session_2_latency.png",
     ):
         assert (built.out / name).is_file(), name
+    # The report shows the combined session plot only; the per-plot PNGs are reports.session's own output.
+    assert not (built.out / "sessions" / "session_2_latency.png").exists()
     for name in ("bubble.png", "latency_cdf.png", "size_vs_return.png", "comparison.png"):
         data = (built.out / name).read_bytes()
         assert data[:8] == PNG and len(data) > 20_000, name
