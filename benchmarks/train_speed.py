@@ -1,7 +1,8 @@
 """Offline-trainer throughput: gradient steps per second of the real inner loop.
 
     python -m benchmarks.train_speed [--steps 2000] [--batch 256] [--hidden 256,256] [--algo cql]
-                                     [--threads 2] [--repeats 5] [--warmup 300] [--dataset PATH] [--json PATH]
+                                     [--threads 2] [--repeats 5] [--warmup 300] [--compare-autograd]
+                                     [--dataset PATH] [--json PATH]
 
 It times :class:`train.trainer.StepRunner` — sample a minibatch from the packed dataset tensor, loss and
 its gradient (hand-written for CQL on an MLP, see train/mlp_grad.py; autograd otherwise), fused Adam,
@@ -29,7 +30,6 @@ import torch
 
 from benchmarks.env_speed import host_info
 from train.algos import algo_names
-from train.algos.base import Algo
 from train.dataset import Dataset, DatasetError, load_dataset
 from train.evaluate import env_model_from_metadata
 from train.trainer import (
@@ -53,7 +53,10 @@ def default_dataset() -> Dataset:
     return collect(CollectConfig(episodes=100, policy="mixed", seed=0, out="unused.npz", quiet=True))
 
 
-def _runner(dataset: Dataset, algo: str, batch: int, hidden: tuple[int, ...], threads: int, autograd: bool):
+def _runner(
+    dataset: Dataset, algo: str, batch: int, hidden: tuple[int, ...], threads: int, autograd: bool
+) -> StepRunner:
+    """The trainer's step runner for this configuration, on every row of ``dataset``, seeded like a run."""
     config = TrainConfig(
         algo=algo, batch_size=batch, hidden=hidden, threads=threads, autograd=autograd, out="unused"
     )
@@ -109,9 +112,7 @@ def measure(
         "threads": threads,
         "steps_per_repeat": steps,
         "warmup": warmup,
-        "gradient": "hand-written"
-        if runners["default"].algo.grad_step.__func__ is not Algo.grad_step
-        else "autograd",
+        "gradient": "hand-written" if runners["default"].algo.hand_written_gradient else "autograd",
         "median_steps_per_s": statistics.median(rates["default"]),
         "min_steps_per_s": min(rates["default"]),
         "max_steps_per_s": max(rates["default"]),

@@ -82,7 +82,8 @@ def test_next_observation_rows_carry_no_gradient(dataset: Dataset) -> None:
 
 def test_autograd_flag_cnn_and_other_modules_take_the_autograd_path(dataset: Dataset) -> None:
     algo, _ = _algo(dataset, (16,), autograd=True)
-    assert algo._layers is None
+    assert algo._layers is None and not algo.hand_written_gradient
+    assert _algo(dataset, (16,))[0].hand_written_gradient
     assert mlp_layers(CNNNet(NetConfig(kind="cnn", obs_dim=9, hidden=(8,)))) is None
     assert mlp_layers(torch.nn.Linear(6, 3)) is None
     assert len(mlp_layers(MLPNet(NetConfig(hidden=(8, 8, 8)))) or []) == 4

@@ -77,11 +77,17 @@ class Algo(ABC):
         """:meth:`loss` on ``batch`` and its gradient left in every trainable parameter's ``.grad``
         (the trainer has cleared them); returns the detached loss and its components.
 
-        Autograd by default; an algorithm may override it with a hand-written gradient (CQL does for MLPs).
+        Autograd by default; an algorithm may override it with a hand-written gradient (CQL does for MLPs)
+        and then says so in :attr:`hand_written_gradient`.
         """
         loss, parts = self.loss(batch)
         loss.backward()
         return loss.detach(), {name: value.detach() for name, value in parts.items()}
+
+    @property
+    def hand_written_gradient(self) -> bool:
+        """Whether :meth:`grad_step` bypasses autograd for this instance's networks."""
+        return False
 
     def after_step(self, step: int) -> None:  # noqa: B027 (optional hook)
         """Called after each optimizer step with the 1-based step count (target-network updates)."""

@@ -51,6 +51,10 @@ class CQL(QLearner):
             parts["BC"] = bc
         return total, parts
 
+    @property
+    def hand_written_gradient(self) -> bool:
+        return self._layers is not None
+
     def grad_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """:meth:`loss` and its gradient without autograd, for an MLP Q-net (autograd otherwise).
 
