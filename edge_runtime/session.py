@@ -138,12 +138,15 @@ def peak_rss_mb(samples_peak_mb: float) -> float:
     return samples_peak_mb
 
 
-def _proc_status_mb() -> dict[str, float]:
-    """The kB fields of ``/proc/self/status`` in MB (VmHWM, RssAnon, RssFile …); empty off Linux."""
-    status = Path("/proc/self/status")
-    if not status.is_file():
+def _proc_status_mb(name: str = "status") -> dict[str, float]:
+    """The ``Key: N kB`` fields of ``/proc/self/<name>`` in MB (``status``: VmHWM, RssAnon, RssFile …;
+    ``smaps_rollup``: Private_Clean, Private_Dirty …); empty off Linux or when it cannot be read."""
+    path = Path("/proc/self") / name
+    try:
+        text = path.read_text()
+    except OSError:
         return {}
-    fields = (line.split() for line in status.read_text().splitlines())
+    fields = (line.split() for line in text.splitlines())
     return {f[0].rstrip(":"): int(f[1]) / 1024.0 for f in fields if len(f) == 3 and f[2] == "kB"}
 
 
@@ -168,15 +171,9 @@ def _uss_mb() -> float | None:
     without importing psutil at the end of a session: that import alone raised the peak RSS by ~1.5 MB).
     Elsewhere: psutil where installed.
     """
-    rollup = Path("/proc/self/smaps_rollup")
-    if rollup.is_file():
-        try:
-            fields = (line.split() for line in rollup.read_text().splitlines())
-            return (
-                sum(int(f[1]) for f in fields if f and f[0] in ("Private_Clean:", "Private_Dirty:")) / 1024.0
-            )
-        except (OSError, ValueError, IndexError):
-            return None
+    rollup = _proc_status_mb("smaps_rollup")
+    if "Private_Clean" in rollup and "Private_Dirty" in rollup:
+        return rollup["Private_Clean"] + rollup["Private_Dirty"]
     try:
         import psutil
     except ImportError:

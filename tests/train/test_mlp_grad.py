@@ -45,7 +45,7 @@ def test_hand_written_gradient_and_losses_equal_autograd(
     dataset: Dataset, hidden: tuple[int, ...], overrides: dict[str, float]
 ) -> None:
     algo, sampler = _algo(dataset, hidden, **overrides)
-    assert algo._layers is not None
+    assert algo.hand_written_gradient
     for _ in range(3):  # a few batches, with a step between them so the weights are not the init's
         batch = sampler.sample(64)
         for p in algo.parameters():
@@ -82,7 +82,7 @@ def test_next_observation_rows_carry_no_gradient(dataset: Dataset) -> None:
 
 def test_autograd_flag_cnn_and_other_modules_take_the_autograd_path(dataset: Dataset) -> None:
     algo, _ = _algo(dataset, (16,), autograd=True)
-    assert algo._layers is None and not algo.hand_written_gradient
+    assert not algo.hand_written_gradient
     assert _algo(dataset, (16,))[0].hand_written_gradient
     assert mlp_layers(CNNNet(NetConfig(kind="cnn", obs_dim=9, hidden=(8,)))) is None
     assert mlp_layers(torch.nn.Linear(6, 3)) is None
