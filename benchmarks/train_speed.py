@@ -4,9 +4,10 @@
                                      [--threads 2] [--repeats 5] [--warmup 300] [--compare-autograd]
                                      [--dataset PATH] [--json PATH]
 
-It times :class:`train.trainer.StepRunner` — sample a minibatch from the packed dataset tensor, loss and
-its gradient (hand-written for CQL on an MLP, see train/mlp_grad.py; autograd otherwise), fused Adam,
-target update, loss bookkeeping — exactly what ``python -m train`` runs between evaluations.
+It times :class:`train.trainer.StepRunner` — a minibatch from the sampler's chunked gather, loss and its
+gradient (hand-written for CQL on an MLP, see train/mlp_grad.py; autograd otherwise), torch's fused Adam
+kernel (train/optim.py), target update, loss bookkeeping — exactly what ``python -m train`` runs between
+evaluations.
 ``--compare-autograd`` times the autograd path of the same configuration in interleaved blocks.
 Without ``--dataset`` the default buffer (100 ``mixed`` episodes, seed 0) is collected in
 memory first. After a warm-up, ``--repeats`` blocks of ``--steps`` steps are timed; the median is the

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 class Batch(NamedTuple):
-    """A minibatch of transitions as tensors (views into one packed tensor, see the trainer)."""
+    """A minibatch of transitions as tensors (views of the sampler's gathered rows, see the trainer)."""
 
     obs: torch.Tensor
     """``[B, obs_dim]`` float32."""
@@ -39,6 +39,9 @@ class Batch(NamedTuple):
     index: torch.Tensor
     """``[B]`` int64: the rows of the training set these transitions are (lets an algorithm cache per-row
     values, e.g. target-network outputs)."""
+    obs_and_next: torch.Tensor | None = None
+    """``[2B, obs_dim]``: ``obs`` stacked on ``next_obs`` (whose views they are), when the sampler has it —
+    one forward pass covers both (CQL's hand-written step)."""
 
 
 class Algo(ABC):
@@ -162,7 +165,8 @@ def bootstrap_target(
     if allowed is not None:
         q_next = q_next.masked_fill(~allowed, float("-inf"))
     a_next = q_next.argmax(dim=1, keepdim=True)
-    return batch.rewards + gamma * batch.not_done * target_next_q.gather(1, a_next).squeeze(1)
+    next_value = target_next_q.gather(1, a_next).squeeze(1)
+    return torch.addcmul(batch.rewards, batch.not_done, next_value, value=gamma)
 
 
 class QLearner(Algo):

@@ -65,20 +65,25 @@ class CQL(QLearner):
         if self._layers is None:
             return super().grad_step(batch)
         rows = len(batch.obs)
-        acts = mlp_grad.forward(self._layers, torch.cat([batch.obs, batch.next_obs]))
+        stacked = batch.obs_and_next
+        if stacked is None:
+            stacked = torch.cat([batch.obs, batch.next_obs])
+        acts = mlp_grad.forward(self._layers, stacked)
         q, q_next = acts[-1][:rows], acts[-1][rows:]
         alpha, bc_weight = self.config.alpha, self.config.bc_weight
+        w = alpha + bc_weight
         with torch.no_grad():
             y = bootstrap_target(q_next, self.target_next_q(batch), batch, self.config.gamma)
             a = batch.actions.unsqueeze(1)
-            q_data = q.gather(1, a).squeeze(1)
-            lse = torch.logsumexp(q, dim=1)
-            bellman = F.smooth_l1_loss(q_data, y)
-            gap = (lse - q_data).mean()
-            w = alpha + bc_weight
-            grad_q = torch.exp(q - lse.unsqueeze(1)).mul_(w / rows)
-            slope = (q_data - y).clamp_(-1.0, 1.0).sub_(w).div_(rows)
-            grad_q.scatter_add_(1, a, slope.unsqueeze(1))
+            log_p = torch.log_softmax(q, dim=1)
+            # The conservative gap logsumexp Q − Q(s, a_data) is −log softmax Q at a_data.
+            gap = -log_p.gather(1, a).mean()
+            # δ = Q(s, a_data) − y, its Huber slope g = clamp(δ, −1, 1), and Huber(δ) = g·(δ − g/2).
+            delta = q.gather(1, a).squeeze(1).sub_(y)
+            slope = delta.clamp(-1.0, 1.0)
+            bellman = torch.dot(slope, delta.sub_(slope, alpha=0.5)) / rows
+            grad_q = log_p.exp_().mul_(w / rows)
+            grad_q.scatter_add_(1, a, slope.sub_(w).div_(rows).unsqueeze(1))
             mlp_grad.backward(self._layers, acts, grad_q)
             total = bellman + alpha * gap
             parts = {"Bellman": bellman, "Conservative": gap}
