@@ -286,8 +286,8 @@ class StepRunner:
     """One gradient step: sample, loss, backward, (clip,) Adam, target update, loss bookkeeping.
 
     Shared by :func:`train` and ``benchmarks.train_speed``, so the benchmark times the real inner loop.
-    Loss components are summed as tensors and turned into floats only when :meth:`pop_losses` is
-    called (every ``log_every`` steps), not once per step.
+    Each step's loss components are kept as they are (0-dim tensors); :meth:`pop_losses`, called every
+    ``log_every`` steps, sums them in one ``stack`` and turns them into floats — no tensor op per step.
     """
 
     def __init__(self, algo: Algo, sampler: TransitionSampler, config: TrainConfig) -> None:
@@ -298,7 +298,7 @@ class StepRunner:
         self.params = algo.parameters()
         # torch's fused Adam kernel without torch.optim's per-step Python (train/optim.py).
         self.optimizer = LeanAdam(self.params, lr=config.lr)
-        self._sums: dict[str, torch.Tensor] = {}
+        self._losses: dict[tuple[str, ...], list[torch.Tensor]] = {}
         self._count = 0
         self._lr = config.lr
         self._total_steps = config.steps if config.anneal_lr else 0
@@ -314,20 +314,17 @@ class StepRunner:
             torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
         self.optimizer.step()
         self.algo.after_step(step)
-        with torch.no_grad():
-            values = torch.stack([loss, *parts.values()])
-            names = ("Total", *parts)
-            key = "|".join(names)
-            self._sums[key] = values if key not in self._sums else self._sums[key] + values
+        self._losses.setdefault(("Total", *parts), []).extend((loss, *parts.values()))
         self._count += 1
 
     def pop_losses(self) -> dict[str, float]:
         """Mean of each loss component since the last call."""
         means: dict[str, float] = {}
-        for key, total in self._sums.items():
-            for name, value in zip(key.split("|"), total.tolist(), strict=True):
+        for names, values in self._losses.items():
+            sums = torch.stack(values).view(-1, len(names)).sum(dim=0)
+            for name, value in zip(names, sums.tolist(), strict=True):
                 means[name] = value / self._count
-        self._sums, self._count = {}, 0
+        self._losses, self._count = {}, 0
         return means
 
 
