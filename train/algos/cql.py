@@ -85,10 +85,9 @@ class CQL(QLearner):
             grad_q = log_p.exp_().mul_(w / rows)
             grad_q.scatter_add_(1, a, slope.sub_(w).div_(rows).unsqueeze(1))
             mlp_grad.backward(self._layers, acts, grad_q)
-            total = bellman + alpha * gap
+            total = torch.add(bellman, gap, alpha=w)  # the BC term equals the gap
             parts = {"Bellman": bellman, "Conservative": gap}
             if bc_weight > 0:
-                total = total + bc_weight * gap
                 parts["BC"] = gap
         return total, parts
 
