@@ -45,13 +45,17 @@ class SessionConfig:
     )
     pacing: str = _opt(
         "spin-prewarm",
-        "how to wait for a frame: spin-prewarm = sleep, spin the last stretch and fire one throwaway "
-        "inference --prewarm-us before the deadline (fastest inference, burns CPU); hybrid = sleep then "
-        "spin the last --spin-us; sleep = sleep only (least power, late and cold)",
+        "how to wait for a frame: spin-prewarm = sleep, spin the last stretch and fire throwaway "
+        "inferences every --prewarm-every-us through the last --prewarm-us before the deadline (fastest "
+        "inference, burns CPU); hybrid = sleep then spin the last --spin-us; sleep = sleep only (least "
+        "power, late and cold)",
         choices=PACING_POLICIES,
     )
     prewarm_us: float = _opt(
-        300.0, "spin-prewarm: fire the throwaway inference this many µs before the deadline"
+        1000.0, "spin-prewarm: fire throwaway inferences through this many µs before the deadline"
+    )
+    prewarm_every_us: float = _opt(
+        50.0, "spin-prewarm: one throwaway inference this often in that window (0 = a single shot)"
     )
     spin_us: float = _opt(1000.0, "hybrid/spin-prewarm: busy-wait the last this many µs before a deadline")
     miss_tolerance_us: float | None = _opt(
@@ -110,6 +114,10 @@ def parse_config(argv: list[str] | None = None) -> SessionConfig:
         problems.append(f"--latency-budget-ms must be > 0, got {cfg.latency_budget_ms}")
     if cfg.flush_s <= 0 or cfg.mem_sample_ms <= 0:
         problems.append("--flush-s and --mem-sample-ms must be > 0")
+    if min(cfg.spin_us, cfg.prewarm_us, cfg.prewarm_every_us) < 0:
+        problems.append("--spin-us, --prewarm-us and --prewarm-every-us must be ≥ 0")
+    if cfg.miss_tolerance_us is not None and cfg.miss_tolerance_us < 0:
+        problems.append(f"--miss-tolerance-us must be ≥ 0, got {cfg.miss_tolerance_us}")
     if problem := output_problem(cfg.out, "dir"):
         problems.append(f"--out: {problem}; choose another --out")
     if problems:

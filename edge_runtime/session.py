@@ -320,6 +320,7 @@ class Session:
             cfg.pacing,
             spin_us=cfg.spin_us,
             prewarm_us=cfg.prewarm_us,
+            prewarm_every_us=cfg.prewarm_every_us,
             tolerance_us=cfg.miss_tolerance_us,
             warm=lambda: backend.infer_one(obs),
         )
@@ -536,6 +537,7 @@ class Session:
                 "policy": cfg.pacing if paced else "uncapped",
                 "spin_us": cfg.spin_us,
                 "prewarm_us": cfg.prewarm_us,
+                "prewarm_every_us": cfg.prewarm_every_us,
                 "miss_tolerance_us": (pacer.tolerance_ns / 1e3) if pacer is not None else None,
                 "prewarm_shots": pacer.prewarm_shots if pacer is not None else 0,
                 "dropped_slots": pacer.dropped_slots if pacer is not None else 0,

@@ -12,7 +12,7 @@ import pytest
 
 from edge_runtime.live import LiveLine
 from edge_runtime.numbering import claim_session, highest_session
-from edge_runtime.pacing import PACING_POLICIES, Pacer
+from edge_runtime.pacing import PACING_POLICIES, PREWARM_GUARD_US, Pacer
 
 
 @pytest.mark.parametrize("policy", PACING_POLICIES)
@@ -31,6 +31,30 @@ def test_each_policy_holds_the_grid(policy: str) -> None:
         assert pacer.prewarm_shots == len(shots) > 0
     else:
         assert shots == []
+
+
+@pytest.mark.parametrize(("every_us", "most", "total"), [(100.0, 10, 25), (0.0, 1, 5)])
+def test_prewarm_shots_fill_the_window_and_stop_short_of_the_deadline(
+    every_us: float, most: int, total: int
+) -> None:
+    shots: list[int] = []
+    pacer = Pacer(
+        50, prewarm_us=1000, prewarm_every_us=every_us, warm=lambda: shots.append(time.perf_counter_ns())
+    )
+    pacer.start(time.perf_counter_ns() + 5_000_000)  # the first deadline leaves room for the whole window
+    fired = 0
+    for _ in range(5):
+        shots.clear()
+        deadline = pacer.wait()
+        pacer.advance(time.perf_counter_ns())
+        # 1000 µs window, one shot per 100 µs, none in the last 30 µs: 10 on time, fewer after a late wake-up.
+        assert len(shots) <= most  # 10 at most: none in the guard (an 11th would fire at the deadline)
+        fired += len(shots)
+        first = deadline - 1_000_000
+        assert all(t >= first + i * 100_000 for i, t in enumerate(shots))  # never ahead of the schedule
+        # The last may start at deadline − 30 µs; the slack is for the clock read inside warm().
+        assert shots[-1] < deadline - PREWARM_GUARD_US * 1e3 + 200_000
+    assert fired >= total and pacer.prewarm_shots == fired
 
 
 def test_late_frames_are_counted_and_overrun_slots_dropped() -> None:
@@ -57,6 +81,8 @@ def test_bad_pacing_settings_are_refused() -> None:
         Pacer(10, "busy")
     with pytest.raises(ValueError, match="fps"):
         Pacer(-1)
+    with pytest.raises(ValueError, match="prewarm_every_us"):
+        Pacer(10, prewarm_every_us=-5)
 
 
 def _claim_many(out: str, n: int, queue: multiprocessing.Queue) -> None:
