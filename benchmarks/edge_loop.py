@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -115,6 +116,26 @@ def bare_backend(backend: Backend, observations: np.ndarray, calls: int) -> dict
     return _pct_us(times)
 
 
+def contention_ms() -> dict[str, float] | None:
+    """Linux counters of CPU time this process did not get, in ms since boot (``None`` elsewhere).
+
+    ``host_steal``: time the hypervisor ran something else while this VM's vCPUs wanted to run, summed over
+    the vCPUs (``/proc/stat``). ``run_queue_wait``: time this process's main thread waited for a CPU inside
+    the guest (``/proc/self/schedstat``). Read around a paced run, they tell a deadline miss caused by the
+    host (the vCPU taken away for milliseconds) from one caused here.
+    """
+    try:
+        with open("/proc/stat") as f:
+            cpu = f.readline().split()
+        with open("/proc/self/schedstat") as f:
+            wait_ns = int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    tick_ms = 1000.0 / os.sysconf("SC_CLK_TCK")
+    steal = int(cpu[8]) if len(cpu) > 8 and cpu[0] == "cpu" else 0
+    return {"host_steal": steal * tick_ms, "run_queue_wait": wait_ns / 1e6}
+
+
 def run_session(cfg: SessionConfig, plan: SessionPlan, backend: Backend) -> dict[str, Any]:
     return Session(cfg, plan, backend).run().summary
 
@@ -175,7 +196,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for policy in args.policies:
         cfg = dataclasses.replace(base, fps=args.paced_fps, max_frames=args.paced_frames, pacing=policy)
         plan_paced = dataclasses.replace(plan, fps=float(args.paced_fps))
+        before = contention_ms()
         s = run_session(cfg, plan_paced, backend)
+        after = contention_ms()
         paced[policy] = {
             "frames": s["frames"],
             "lateness_p50_us": s["lateness_us"]["p50"],
@@ -185,6 +208,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "infer_p50_us": s["latency_us"]["p50"],
             "infer_p99_us": s["latency_us"]["p99"],
             "infer_p50_over_uncapped_p50": s["latency_us"]["p50"] / uncapped["loop_infer_p50_us"],
+            "host_steal_ms": None
+            if before is None or after is None
+            else after["host_steal"] - before["host_steal"],
+            "run_queue_wait_ms": (
+                None
+                if before is None or after is None
+                else after["run_queue_wait"] - before["run_queue_wait"]
+            ),
         }
     backend.close()
 
@@ -271,9 +302,14 @@ def _print_table(r: dict[str, Any]) -> None:
         f"{u['loop_fps_per_cpu_second']:,.0f} frames per CPU-second",
     ]
     for policy, p in r["paced"].items():
+        contention = (
+            ""
+            if p["host_steal_ms"] is None
+            else f" (host steal {p['host_steal_ms']:.0f} ms, run-queue wait {p['run_queue_wait_ms']:.1f} ms)"
+        )
         lines.append(
             f"  {r['paced_fps']:g} FPS {policy:<13} lateness p50 {p['lateness_p50_us']:7.1f} µs p99 "
-            f"{p['lateness_p99_us']:7.1f} µs, misses {p['deadline_misses']}, "
+            f"{p['lateness_p99_us']:7.1f} µs, misses {p['deadline_misses']}{contention}, "
             f"infer p50 {p['infer_p50_us']:6.1f} µs p99 {p['infer_p99_us']:6.1f} µs"
         )
     lines.append(
