@@ -33,28 +33,47 @@ def test_each_policy_holds_the_grid(policy: str) -> None:
         assert shots == []
 
 
-@pytest.mark.parametrize(("every_us", "most", "total"), [(100.0, 10, 25), (0.0, 1, 5)])
-def test_prewarm_shots_fill_the_window_and_stop_short_of_the_deadline(
-    every_us: float, most: int, total: int
-) -> None:
-    shots: list[int] = []
-    pacer = Pacer(
-        50, prewarm_us=1000, prewarm_every_us=every_us, warm=lambda: shots.append(time.perf_counter_ns())
-    )
-    pacer.start(time.perf_counter_ns() + 5_000_000)  # the first deadline leaves room for the whole window
-    fired = 0
-    for _ in range(5):
-        shots.clear()
-        deadline = pacer.wait()
-        pacer.advance(time.perf_counter_ns())
-        # 1000 µs window, one shot per 100 µs, none in the last 30 µs: 10 on time, fewer after a late wake-up.
-        assert len(shots) <= most  # 10 at most: none in the guard (an 11th would fire at the deadline)
-        fired += len(shots)
-        first = deadline - 1_000_000
-        assert all(t >= first + i * 100_000 for i, t in enumerate(shots))  # never ahead of the schedule
-        # The last may start at deadline − 30 µs; the slack is for the clock read inside warm().
-        assert shots[-1] < deadline - PREWARM_GUARD_US * 1e3 + 200_000
-    assert fired >= total and pacer.prewarm_shots == fired
+class FakeClock:
+    """``perf_counter_ns`` stand-in: every read moves time on by 1 µs; a shot moves it by its duration."""
+
+    def __init__(self, now_ns: int) -> None:
+        self.now_ns = now_ns
+
+    def __call__(self) -> int:
+        self.now_ns += 1_000
+        return self.now_ns
+
+
+def _shots(start_before_us: int, every_us: float, shot_us: int = 10, first_shot_us: int = 10) -> list[int]:
+    """Shot times (µs before a deadline at t = 10 s) of one frame whose prewarm begins ``start_before_us``
+    before the deadline; the first shot takes ``first_shot_us``, the others ``shot_us``."""
+    deadline = 10_000_000_000
+    clock = FakeClock(deadline - start_before_us * 1_000)
+    fired: list[int] = []
+
+    def warm() -> None:
+        fired.append((deadline - clock.now_ns) // 1_000)
+        clock.now_ns += (shot_us if len(fired) > 1 else first_shot_us) * 1_000
+
+    pacer = Pacer(50, prewarm_us=1000, prewarm_every_us=every_us, warm=warm)
+    pacer._prewarm(deadline, clock)
+    assert pacer.prewarm_shots == len(fired)
+    return fired
+
+
+def test_prewarm_shots_fill_the_window_on_schedule_and_stop_short_of_the_deadline() -> None:
+    # Every 100 µs from 1000 µs before the deadline; none in the last 30 µs (an 11th would be at ~0).
+    assert _shots(1200, 100.0) == [1000, 900, 800, 700, 600, 500, 400, 300, 200, 100]
+    assert PREWARM_GUARD_US == 30
+    # A late wake-up starts at once and keeps the period; one too close to the deadline fires none.
+    assert _shots(450, 100.0) == [449, 349, 249, 149, 49]
+    assert _shots(25, 100.0) == []
+    # 0 = a single shot per frame.
+    assert _shots(1200, 0.0) == [1000]
+    # Shots slower than the period go back to back, never in a catch-up burst, and still stop in time.
+    assert _shots(1200, 100.0, shot_us=250, first_shot_us=250) == [1000, 749, 498, 247]
+    # After one slow shot the schedule restarts from then: no burst for the slots it overran.
+    assert _shots(1200, 100.0, first_shot_us=450) == [1000, 549, 449, 349, 249, 149, 49]
 
 
 def test_late_frames_are_counted_and_overrun_slots_dropped() -> None:
