@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from backends.base import Backend
+from benchmarks.contention import contention_ms, contention_since
 from edge_runtime.cli import load_backend, resolve_plan
 from edge_runtime.config import SessionConfig
 from edge_runtime.pacing import PACING_POLICIES
@@ -116,26 +116,6 @@ def bare_backend(backend: Backend, observations: np.ndarray, calls: int) -> dict
     return _pct_us(times)
 
 
-def contention_ms() -> dict[str, float] | None:
-    """Linux counters of CPU time this process did not get, in ms since boot (``None`` elsewhere).
-
-    ``host_steal``: time the hypervisor ran something else while this VM's vCPUs wanted to run, summed over
-    the vCPUs (``/proc/stat``). ``run_queue_wait``: time this process's main thread waited for a CPU inside
-    the guest (``/proc/self/schedstat``). Read around a paced run, they tell a deadline miss caused by the
-    host (the vCPU taken away for milliseconds) from one caused here.
-    """
-    try:
-        with open("/proc/stat") as f:
-            cpu = f.readline().split()
-        with open("/proc/self/schedstat") as f:
-            wait_ns = int(f.read().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    tick_ms = 1000.0 / os.sysconf("SC_CLK_TCK")
-    steal = int(cpu[8]) if len(cpu) > 8 and cpu[0] == "cpu" else 0
-    return {"host_steal": steal * tick_ms, "run_queue_wait": wait_ns / 1e6}
-
-
 def run_session(cfg: SessionConfig, plan: SessionPlan, backend: Backend) -> dict[str, Any]:
     return Session(cfg, plan, backend).run().summary
 
@@ -198,7 +178,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         plan_paced = dataclasses.replace(plan, fps=float(args.paced_fps))
         before = contention_ms()
         s = run_session(cfg, plan_paced, backend)
-        after = contention_ms()
+        lost = contention_since(before)
         paced[policy] = {
             "frames": s["frames"],
             "lateness_p50_us": s["lateness_us"]["p50"],
@@ -208,14 +188,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "infer_p50_us": s["latency_us"]["p50"],
             "infer_p99_us": s["latency_us"]["p99"],
             "infer_p50_over_uncapped_p50": s["latency_us"]["p50"] / uncapped["loop_infer_p50_us"],
-            "host_steal_ms": None
-            if before is None or after is None
-            else after["host_steal"] - before["host_steal"],
-            "run_queue_wait_ms": (
-                None
-                if before is None or after is None
-                else after["run_queue_wait"] - before["run_queue_wait"]
-            ),
+            "host_steal_ms": None if lost is None else lost["host_steal"],
+            "run_queue_wait_ms": None if lost is None else lost["run_queue_wait"],
         }
     backend.close()
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.contention import contention_ms, contention_since
 from benchmarks.env_speed import host_info
 from train.algos import algo_names
 from train.dataset import Dataset, DatasetError, load_dataset
@@ -103,9 +104,11 @@ def measure(
     rates: dict[str, list[float]] = {name: [] for name in runners}
     for name in runners:
         run(name, warmup)
+    timed_from = contention_ms()
     for _ in range(repeats):
         for name in runners:
             rates[name].append(run(name, steps))
+    lost = contention_since(timed_from)
     result = {
         "algo": algo,
         "batch": batch,
@@ -121,6 +124,9 @@ def measure(
         "target_steps_per_s": TARGET_STEPS_PER_S if (batch, tuple(hidden)) == (256, (256, 256)) else None,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
+        # CPU time the hypervisor took from this VM (both vCPUs) during the timed blocks: a slow median
+        # with seconds of steal says more about the host than about the trainer.
+        "host_steal_ms": None if lost is None else round(lost["host_steal"]),
         "torch": torch.__version__,
         "host": host_info(),
     }
@@ -154,6 +160,11 @@ def format_result(r: dict[str, Any]) -> str:
         f"gradient){verdict}\n"
         f"load average before/after: {r['load_average_before'][0]:.2f} / {r['load_average_after'][0]:.2f} "
         f"on {r['host']['usable_cpus']} CPUs ({r['host']['cpu_model']})"
+        + (
+            ""
+            if r["host_steal_ms"] is None
+            else f"; host steal during the timed blocks {r['host_steal_ms']} ms"
+        )
     )
 
 
