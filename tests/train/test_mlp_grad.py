@@ -75,9 +75,24 @@ def test_next_observation_rows_carry_no_gradient(dataset: Dataset) -> None:
     terminal = batch._replace(not_done=torch.zeros_like(batch.not_done))
     algo.grad_step(terminal)
     first = _grads(algo)
-    algo.grad_step(terminal._replace(next_obs=torch.randn_like(batch.next_obs)))
+    noise = torch.randn_like(batch.next_obs)
+    # Both views of the next observations change: the stacked tensor is what the forward pass reads.
+    algo.grad_step(terminal._replace(next_obs=noise, obs_and_next=torch.cat([batch.obs, noise])))
     for a, b in zip(first, _grads(algo), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_a_batch_without_the_stacked_tensor_gives_the_same_gradient(dataset: Dataset) -> None:
+    """Batches built elsewhere (no ``obs_and_next``) are stacked by ``grad_step`` itself."""
+    algo, sampler = _algo(dataset, (16, 16), alpha=0.5)
+    batch = sampler.sample(32)
+    assert batch.obs_and_next is not None
+    total, _ = algo.grad_step(batch)
+    stacked = _grads(algo)
+    unstacked_total, _ = algo.grad_step(batch._replace(obs_and_next=None))
+    for a, b in zip(stacked, _grads(algo), strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(total, unstacked_total)
 
 
 def test_autograd_flag_cnn_and_other_modules_take_the_autograd_path(dataset: Dataset) -> None:
