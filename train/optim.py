@@ -34,8 +34,8 @@ class LeanAdam:
         self.lr = lr
         self.betas = betas
         self.eps = eps
-        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         # Per-parameter step counts as views of one tensor: the usual step (every parameter has a
         # gradient) increments them all with one small op.
         self._step_counts = torch.zeros(len(self.params), dtype=torch.float32)
