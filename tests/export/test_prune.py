@@ -255,16 +255,18 @@ def test_finetuning_keeps_the_best_scored_snapshot_later_wins_ties(
     assert any(not torch.equal(final[name], seen[5][name]) for name in final)  # nor the last step's
 
 
-@pytest.mark.slow  # ~10 s to train the teacher + ~4 s to prune on a loaded 2-core machine
-def test_pruned_50_keeps_the_teachers_return(oracle_teacher, vector_env: GridModel) -> None:
-    """The issue's target: ≤ 30% of the float params with ≥ 99% of its exact return."""
+@pytest.mark.slow  # ~10 s to train the teacher + ~4 s per ratio to prune on a loaded 2-core machine
+@pytest.mark.parametrize("ratio", [0.5, 0.7])
+def test_pruning_keeps_the_teachers_return(oracle_teacher, vector_env: GridModel, ratio: float) -> None:
+    """The issue's target (≤ 30% of the float params with ≥ 99% of its exact return), also at the
+    exporter's strongest default ratio."""
     model, config = oracle_teacher
     obs = reachable_obs(vector_env)
     before = evaluate_model(model, vector_env)
     assert before.oracle_ratio == pytest.approx(1.0)
-    pruned, _, info = structured_prune(model, config, 0.5, obs)  # the defaults the exporter uses
+    pruned, _, info = structured_prune(model, config, ratio, obs)  # the defaults the exporter uses
     after = evaluate_model(pruned, vector_env)
-    assert info["params_after"] <= 0.30 * info["params_before"]
+    assert info["params_after"] <= (1 - ratio) ** 2 * 1.2 * info["params_before"]
     assert after.mean_return >= 0.99 * before.mean_return
     q_ref, q_new = q_values(model, obs), q_values(pruned, obs)
     assert (q_ref.argmax(1) == q_new.argmax(1)).mean() >= 0.99
