@@ -11,7 +11,9 @@ evaluations.
 ``--compare-autograd`` times the autograd path of the same configuration in interleaved blocks.
 Without ``--dataset`` the default buffer (100 ``mixed`` episodes, seed 0) is collected in
 memory first. After a warm-up, ``--repeats`` blocks of ``--steps`` steps are timed; the median is the
-headline figure and min/max show the noise of a shared machine (the load average is recorded too).
+headline figure and min/max show the noise of a shared machine. The load average, the host's steal time and
+the rate of a fixed matrix product timed after every block (:func:`reference_gflops`) are recorded too,
+so that runs taken minutes apart on a shared host can be compared.
 """
 
 from __future__ import annotations
@@ -46,6 +48,27 @@ from train.trainer import (
 
 #: Issue 3's target for batch 256 with a 256×256 MLP on 2 cores.
 TARGET_STEPS_PER_S = 500.0
+
+#: Shape of the reference matrix product timed after every block: the trainer's largest one at batch 256
+#: on a 256×256 MLP (the stacked [obs; next_obs] forward through the hidden×hidden layer).
+REFERENCE_SHAPE = (512, 256, 256)
+
+
+def reference_gflops(products: int = 100) -> float:
+    """GFLOP/s of a fixed float32 matrix product (:data:`REFERENCE_SHAPE`) on this host, right now.
+
+    Other tenants of a shared host slow the same code down by a quarter or more for minutes at a time,
+    and mostly not through steal time (they share the cores' caches and execution units). A block's
+    steps/s next to this rate, measured in the same minute, tells a slow host from a slow trainer.
+    """
+    m, k, n = REFERENCE_SHAPE
+    a, b = torch.rand(m, k), torch.rand(k, n)
+    for _ in range(10):
+        a.mm(b)
+    start = time.perf_counter()
+    for _ in range(products):
+        a.mm(b)
+    return 2 * m * k * n * products / (time.perf_counter() - start) / 1e9
 
 
 def default_dataset() -> Dataset:
@@ -105,9 +128,11 @@ def measure(
     for name in runners:
         run(name, warmup)
     timed_from = contention_ms()
+    reference: list[float] = []
     for _ in range(repeats):
         for name in runners:
             rates[name].append(run(name, steps))
+        reference.append(reference_gflops())
     lost = contention_since(timed_from)
     result = {
         "algo": algo,
@@ -127,6 +152,8 @@ def measure(
         # CPU time the hypervisor took from this VM (both vCPUs) during the timed blocks: a slow median
         # with seconds of steal says more about the host than about the trainer.
         "host_steal_ms": None if lost is None else round(lost["host_steal"]),
+        # The reference product's rate after each block (same threads): see reference_gflops.
+        "reference_gflops": [round(x, 1) for x in reference],
         "torch": torch.__version__,
         "host": host_info(),
     }
@@ -165,6 +192,16 @@ def format_result(r: dict[str, Any]) -> str:
             if r["host_steal_ms"] is None
             else f"; host steal during the timed blocks {r['host_steal_ms']} ms"
         )
+        + _format_reference(r["reference_gflops"])
+    )
+
+
+def _format_reference(rates: list[float]) -> str:
+    m, k, n = REFERENCE_SHAPE
+    return (
+        f"\nreference {m}×{k}·{k}×{n} float32 product after each block: median "
+        f"{statistics.median(rates):.0f} GFLOP/s (min {min(rates):.0f}, max {max(rates):.0f}); "
+        "compare runs by it, the host's speed changes from minute to minute"
     )
 
 
