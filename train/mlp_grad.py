@@ -3,10 +3,10 @@
 Why it exists: on two CPU cores one CQL step with autograd spends more time around the matrix products
 than in them (graph nodes, a second forward for the Double-DQN argmax, a dozen small loss-head ops and
 their backward nodes). Written out, a step is one stacked forward for ``[obs; next_obs]`` (one matrix
-product per layer instead of two), the loss gradient ``∂L/∂Q`` in closed form (see
-:meth:`train.algos.cql.CQL.grad_step`), and one matrix product per weight and per hidden input on the
-way back. ``python -m benchmarks.train_speed --compare-autograd`` times both paths in interleaved
-blocks (``python -m train --autograd`` trains with autograd).
+product per layer instead of two), the loss gradient ``∂L/∂Q`` in closed form (one compiled loop, see
+:mod:`train.loss_head`), and one matrix product per weight and per hidden input on the way back.
+``python -m benchmarks.train_speed --compare-autograd`` times both paths in interleaved blocks
+(``python -m train --autograd`` trains with autograd).
 
 Nothing here is approximate: it computes the same numbers autograd does, up to float summation order,
 and ``tests/train/test_mlp_grad.py`` compares the two on real minibatches.

@@ -32,7 +32,7 @@ from common.fileio import atomic_write_text, file_sha256
 from gridworld.core import N_ACTIONS, GridModel
 from gridworld.oracle import Oracle
 from train.algos import algo_names, get_algo
-from train.algos.base import Algo, Batch
+from train.algos.base import Algo, Batch, Loss
 from train.checkpoint import save_checkpoint
 from train.dataset import Dataset, DatasetError, load_dataset
 from train.evaluate import env_model_from_metadata, evaluate_model, flat_obs, oracle_agreement
@@ -286,8 +286,9 @@ class StepRunner:
     """One gradient step: sample, loss, backward, (clip,) Adam, target update, loss bookkeeping.
 
     Shared by :func:`train` and ``benchmarks.train_speed``, so the benchmark times the real inner loop.
-    Each step's loss components are kept as they are (0-dim tensors); :meth:`pop_losses`, called every
-    ``log_every`` steps, sums them in one ``stack`` and turns them into floats — no tensor op per step.
+    Each step's loss components are kept as they are (0-dim tensors, or floats from a hand-written
+    gradient); :meth:`pop_losses`, called every ``log_every`` steps, sums them at once and turns them into
+    floats — no tensor op per step.
     """
 
     def __init__(self, algo: Algo, sampler: TransitionSampler, config: TrainConfig) -> None:
@@ -298,7 +299,7 @@ class StepRunner:
         self.params = algo.parameters()
         # torch's fused Adam kernel without torch.optim's per-step Python (train/optim.py).
         self.optimizer = LeanAdam(self.params, lr=config.lr)
-        self._losses: dict[tuple[str, ...], list[torch.Tensor]] = {}
+        self._losses: dict[tuple[str, ...], list[Loss]] = {}
         self._count = 0
         self._lr = config.lr
         self._total_steps = config.steps if config.anneal_lr else 0
@@ -321,8 +322,11 @@ class StepRunner:
         """Mean of each loss component since the last call."""
         means: dict[str, float] = {}
         for names, values in self._losses.items():
-            sums = torch.stack(values).view(-1, len(names)).sum(dim=0)
-            for name, value in zip(names, sums.tolist(), strict=True):
+            if isinstance(values[0], torch.Tensor):
+                sums = torch.stack(values).view(-1, len(names)).sum(dim=0).tolist()
+            else:  # floats from a hand-written gradient
+                sums = np.reshape(values, (-1, len(names))).sum(axis=0).tolist()
+            for name, value in zip(names, sums, strict=True):
                 means[name] = value / self._count
         self._losses, self._count = {}, 0
         return means

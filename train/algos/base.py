@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from train.trainer import TrainConfig
 
 
+#: A detached loss value: a 0-dim tensor (autograd) or a float (a hand-written gradient).
+Loss = torch.Tensor | float
+
+
 class Batch(NamedTuple):
     """A minibatch of transitions as tensors (views of the sampler's gathered rows, see the trainer)."""
 
@@ -76,12 +80,13 @@ class Algo(ABC):
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(total loss to minimise, its components by name) for one minibatch."""
 
-    def grad_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def grad_step(self, batch: Batch) -> tuple[Loss, dict[str, Loss]]:
         """:meth:`loss` on ``batch`` and its gradient left in every trainable parameter's ``.grad``
         (the trainer has cleared them); returns the detached loss and its components.
 
-        Autograd by default; an algorithm may override it with a hand-written gradient (CQL does for MLPs)
-        and then says so in :attr:`hand_written_gradient`.
+        Autograd by default (the losses are then 0-dim tensors); an algorithm may override it with a
+        hand-written gradient (CQL does for MLPs, returning floats) and then says so in
+        :attr:`hand_written_gradient`.
         """
         loss, parts = self.loss(batch)
         loss.backward()
@@ -209,12 +214,22 @@ class QLearner(Algo):
 
     def target_next_q(self, batch: Batch) -> torch.Tensor:
         """``Q_target(s', ·)`` for the batch, from the per-sync cache when there is one."""
+        if self._next_obs is None:
+            with torch.no_grad():
+                return self.q_target(batch.next_obs)
+        table, rows = self.target_table(batch)
+        return table.index_select(0, rows)
+
+    def target_table(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(table, rows)`` with ``table[rows]`` = ``Q_target(s', ·)`` for the batch: the per-sync cache
+        and the batch's row indices, or (without a cache) the target network on ``batch.next_obs`` and
+        ``0 … B−1``."""
         with torch.no_grad():
             if self._next_obs is None:
-                return self.q_target(batch.next_obs)
+                return self.q_target(batch.next_obs), torch.arange(len(batch.next_obs))
             if self._target_cache is None:
                 self._target_cache = torch.cat([self.q_target(chunk) for chunk in self._next_obs.split(4096)])
-            return self._target_cache.index_select(0, batch.index)
+            return self._target_cache, batch.index
 
     def td_loss(
         self, q_data: torch.Tensor, batch: Batch, allowed_next: torch.Tensor | None = None

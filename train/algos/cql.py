@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from train import mlp_grad
-from train.algos.base import Batch, QLearner, bootstrap_target, data_q
+from train.algos.base import Batch, Loss, QLearner, data_q
+from train.loss_head import cql_head
 from train.networks import NetConfig
 
 if TYPE_CHECKING:
@@ -55,41 +56,29 @@ class CQL(QLearner):
     def hand_written_gradient(self) -> bool:
         return self._layers is not None
 
-    def grad_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def grad_step(self, batch: Batch) -> tuple[Loss, dict[str, Loss]]:
         """:meth:`loss` and its gradient without autograd, for an MLP Q-net (autograd otherwise).
 
-        With ``g = clamp(Q(s, a_data) − y, −1, 1)`` (the Huber slope), ``w = α + bc_weight`` and ``p =
-        softmax Q(s, ·)``, the gradient of the loss with respect to ``Q(s, ·)`` is ``(w·p + onehot(a_data)
-        ·(g − w)) / B``; the BC cross-entropy equals the conservative gap ``logsumexp Q − Q(s, a_data)``.
+        One forward pass over ``[obs; next_obs]`` (:mod:`train.mlp_grad`), the loss head and ``∂L/∂Q`` in
+        closed form as one compiled loop (:mod:`train.loss_head`, which has the formulas), then the
+        backward pass through the layers. The losses come back as floats.
         """
         if self._layers is None:
             return super().grad_step(batch)
-        rows = len(batch.obs)
         stacked = batch.obs_and_next
         if stacked is None:
             stacked = torch.cat([batch.obs, batch.next_obs])
         acts = mlp_grad.forward(self._layers, stacked)
-        q, q_next = acts[-1][:rows], acts[-1][rows:]
-        alpha, bc_weight = self.config.alpha, self.config.bc_weight
-        w = alpha + bc_weight
-        with torch.no_grad():
-            y = bootstrap_target(q_next, self.target_next_q(batch), batch, self.config.gamma)
-            a = batch.actions.unsqueeze(1)
-            log_p = torch.log_softmax(q, dim=1)
-            # The conservative gap logsumexp Q − Q(s, a_data) is −log softmax Q at a_data.
-            gap = -log_p.gather(1, a).mean()
-            # δ = Q(s, a_data) − y, its Huber slope g = clamp(δ, −1, 1), and Huber(δ) = g·(δ − g/2).
-            delta = q.gather(1, a).squeeze(1).sub_(y)
-            slope = delta.clamp(-1.0, 1.0)
-            bellman = torch.dot(slope, delta.sub_(slope, alpha=0.5)) / rows
-            grad_q = log_p.exp_().mul_(w / rows)
-            grad_q.scatter_add_(1, a, slope.sub_(w).div_(rows).unsqueeze(1))
-            mlp_grad.backward(self._layers, acts, grad_q)
-            total = torch.add(bellman, gap, alpha=w)  # the BC term equals the gap
-            parts = {"Bellman": bellman, "Conservative": gap}
-            if bc_weight > 0:
-                parts["BC"] = gap
-        return total, parts
+        table, table_rows = self.target_table(batch)
+        w = self.config.alpha + self.config.bc_weight
+        grad_q, bellman, gap = cql_head(
+            acts[-1], batch.actions, batch.rewards, batch.not_done, table, table_rows, self.config.gamma, w
+        )
+        mlp_grad.backward(self._layers, acts, grad_q)
+        parts = {"Bellman": bellman, "Conservative": gap}
+        if self.config.bc_weight > 0:
+            parts["BC"] = gap  # the BC cross-entropy equals the conservative gap
+        return bellman + w * gap, parts
 
     def policy_module(self) -> nn.Module:
         return self.q
