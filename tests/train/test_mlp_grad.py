@@ -96,6 +96,24 @@ def test_a_batch_without_the_stacked_tensor_gives_the_same_gradient(dataset: Dat
     assert total == unstacked_total
 
 
+def test_loss_head_refuses_out_of_range_indices() -> None:
+    """The compiled loop checks its indices: a bad action or table row raises instead of reading or
+    writing outside an array."""
+    from train.loss_head import cql_head
+
+    q_all, table = torch.randn(8, 3), torch.randn(10, 3)
+    actions, rows = torch.tensor([0, 1, 2, 1]), torch.arange(4)
+    rewards, not_done = torch.zeros(4), torch.ones(4)
+    grad_q, _, _ = cql_head(q_all, actions, rewards, not_done, table, rows, 0.9, 1.0)
+    assert torch.isfinite(grad_q).all()
+    with pytest.raises(IndexError):
+        cql_head(q_all, torch.tensor([0, 1, 2, 3]), rewards, not_done, table, rows, 0.9, 1.0)
+    with pytest.raises(IndexError):
+        cql_head(q_all, actions, rewards, not_done, table, torch.tensor([0, 1, 2, 10]), 0.9, 1.0)
+    with pytest.raises(ValueError, match="stacked Q rows"):
+        cql_head(q_all[:6], actions, rewards, not_done, table, rows, 0.9, 1.0)
+
+
 def test_autograd_flag_cnn_and_other_modules_take_the_autograd_path(dataset: Dataset) -> None:
     algo, _ = _algo(dataset, (16,), autograd=True)
     assert not algo.hand_written_gradient
