@@ -192,16 +192,18 @@ def format_result(r: dict[str, Any]) -> str:
             if r["host_steal_ms"] is None
             else f"; host steal during the timed blocks {r['host_steal_ms']} ms"
         )
-        + _format_reference(r["reference_gflops"])
+        + _format_reference(r["reference_gflops"], r["median_steps_per_s"])
     )
 
 
-def _format_reference(rates: list[float]) -> str:
+def _format_reference(rates: list[float], steps_per_s: float) -> str:
     m, k, n = REFERENCE_SHAPE
+    median = statistics.median(rates)
     return (
         f"\nreference {m}×{k}·{k}×{n} float32 product after each block: median "
-        f"{statistics.median(rates):.0f} GFLOP/s (min {min(rates):.0f}, max {max(rates):.0f}); "
-        "compare runs by it, the host's speed changes from minute to minute"
+        f"{median:.0f} GFLOP/s (min {min(rates):.0f}, max {max(rates):.0f}), "
+        f"{steps_per_s / median:.2f} steps/s per GFLOP/s; compare runs by it, the host's speed changes "
+        "from minute to minute"
     )
 
 

@@ -159,7 +159,7 @@ def test_train_speed_times_both_paths_interleaved(dataset: Dataset, capsys) -> N
     assert "autograd, interleaved" in format_result(result)
     # One reference product rate per repeat, printed with the result.
     assert len(result["reference_gflops"]) == 2 and min(result["reference_gflops"]) > 0
-    assert "GFLOP/s" in format_result(result)
+    assert "steps/s per GFLOP/s" in format_result(result)
     assert (
         measure(dataset, algo="bc", steps=2, batch=8, hidden=(8,), repeats=1, warmup=0)["gradient"]
         == "autograd"
