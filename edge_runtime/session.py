@@ -128,7 +128,7 @@ def peak_rss_mb(samples_peak_mb: float) -> float:
     session started from a large parent process would report the parent's peak. macOS: ``ru_maxrss``
     (bytes there). Elsewhere: the sampled peak.
     """
-    status = _proc_status_mb()
+    status = _proc_kb_fields_mb()
     if "VmHWM" in status:
         return max(status["VmHWM"], samples_peak_mb)
     if sys.platform == "darwin":
@@ -138,7 +138,7 @@ def peak_rss_mb(samples_peak_mb: float) -> float:
     return samples_peak_mb
 
 
-def _proc_status_mb(name: str = "status") -> dict[str, float]:
+def _proc_kb_fields_mb(name: str = "status") -> dict[str, float]:
     """The ``Key: N kB`` fields of ``/proc/self/<name>`` in MB (``status``: VmHWM, RssAnon, RssFile …;
     ``smaps_rollup``: Private_Clean, Private_Dirty …); empty off Linux or when it cannot be read."""
     path = Path("/proc/self") / name
@@ -158,7 +158,7 @@ def rss_split_mb() -> dict[str, float] | None:
     from disk and ~39 MB right after pip wrote them (large page-cache folios are mapped whole), while the
     anonymous part stayed at 21.6 MB. Recording both says which one a peak came from.
     """
-    status = _proc_status_mb()
+    status = _proc_kb_fields_mb()
     if "RssAnon" not in status or "RssFile" not in status:
         return None
     return {"anon": round(status["RssAnon"], 2), "file": round(status["RssFile"], 2)}
@@ -171,7 +171,7 @@ def _uss_mb() -> float | None:
     without importing psutil at the end of a session: that import alone raised the peak RSS by ~1.5 MB).
     Elsewhere: psutil where installed.
     """
-    rollup = _proc_status_mb("smaps_rollup")
+    rollup = _proc_kb_fields_mb("smaps_rollup")
     if "Private_Clean" in rollup and "Private_Dirty" in rollup:
         return rollup["Private_Clean"] + rollup["Private_Dirty"]
     try:
