@@ -181,8 +181,10 @@ class QLearner(Algo):
     when ``tau > 0``, by Polyak averaging after every step. With hard copies the target network is frozen
     between syncs, so its values on the whole training set are computed once per sync and looked up by
     row index — the same numbers as evaluating it on every minibatch, for a fraction of the cost whenever
-    the training set is smaller than ``target_update × batch_size`` transitions (it is never used when
-    it would cost more).
+    the training set has fewer distinct next observations than ``target_update × batch_size`` (it is never
+    used when it would cost more). Each distinct next observation is evaluated once: ``Q_target(s')``
+    depends on ``s'`` alone, and a gridworld's buffer repeats its states (the default one has 308 distinct
+    next observations in 3,696 transitions, which cut a refresh from 8.0 to 0.5 ms here).
     """
 
     def __init__(self, net: NetConfig, config: TrainConfig) -> None:
@@ -190,6 +192,9 @@ class QLearner(Algo):
         self.q = build_network(net)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self._next_obs: torch.Tensor | None = None
+        """The distinct training next observations, when the target values are cached (see the class)."""
+        self._next_rows: torch.Tensor | None = None
+        """For each training row, its next observation's row in :attr:`_next_obs`."""
         self._target_cache: torch.Tensor | None = None
 
     def modules(self) -> dict[str, nn.Module]:
@@ -199,10 +204,12 @@ class QLearner(Algo):
         return {"q_target"}
 
     def bind(self, next_obs: torch.Tensor) -> None:
-        hard = self.config.tau == 0
-        cheap = len(next_obs) <= self.config.target_update * self.config.batch_size
-        self._next_obs = next_obs if hard and cheap else None
-        self._target_cache = None
+        self._next_obs = self._next_rows = self._target_cache = None
+        if self.config.tau > 0:  # Polyak: the target network changes every step
+            return
+        distinct, rows = torch.unique(next_obs, dim=0, return_inverse=True)
+        if len(distinct) <= self.config.target_update * self.config.batch_size:
+            self._next_obs, self._next_rows = distinct, rows
 
     def sync_targets(self) -> None:
         self.q_target.load_state_dict(self.q.state_dict())
@@ -228,7 +235,8 @@ class QLearner(Algo):
             if self._next_obs is None:
                 return self.q_target(batch.next_obs), torch.arange(len(batch.next_obs))
             if self._target_cache is None:
-                self._target_cache = torch.cat([self.q_target(chunk) for chunk in self._next_obs.split(4096)])
+                distinct = torch.cat([self.q_target(chunk) for chunk in self._next_obs.split(4096)])
+                self._target_cache = distinct.index_select(0, self._next_rows)
             return self._target_cache, batch.index
 
     def td_loss(
