@@ -5,9 +5,9 @@
                                      [--dataset PATH] [--json PATH]
 
 It times :class:`train.trainer.StepRunner` — a minibatch from the sampler's chunked gather, loss and its
-gradient (hand-written for CQL on an MLP, see train/mlp_grad.py; autograd otherwise), torch's fused Adam
-kernel (train/optim.py), target update, loss bookkeeping — exactly what ``python -m train`` runs between
-evaluations.
+gradient (hand-written for CQL on an MLP: one compiled call through torch's MKL, train/fused_cql.py, or
+torch calls, train/mlp_grad.py; autograd otherwise), torch's fused Adam kernel (train/optim.py), target
+update, loss bookkeeping — exactly what ``python -m train`` runs between evaluations.
 ``--compare-autograd`` times the autograd path of the same configuration in interleaved blocks.
 Without ``--dataset`` the default buffer (100 ``mixed`` episodes, seed 0) is collected in
 memory first. After a warm-up, ``--repeats`` blocks of ``--steps`` steps are timed; the median is the
@@ -69,6 +69,13 @@ def reference_gflops(products: int = 100) -> float:
     for _ in range(products):
         a.mm(b)
     return 2 * m * k * n * products / (time.perf_counter() - start) / 1e9
+
+
+def _gradient_path(algo: object) -> str:
+    """How the timed step gets its gradient: autograd, hand-written torch calls, or the fused kernel."""
+    if not getattr(algo, "hand_written_gradient", False):
+        return "autograd"
+    return "hand-written, fused" if getattr(algo, "_fused", None) is not None else "hand-written"
 
 
 def default_dataset() -> Dataset:
@@ -141,7 +148,7 @@ def measure(
         "threads": threads,
         "steps_per_repeat": steps,
         "warmup": warmup,
-        "gradient": "hand-written" if runners["default"].algo.hand_written_gradient else "autograd",
+        "gradient": _gradient_path(runners["default"].algo),
         "median_steps_per_s": statistics.median(rates["default"]),
         "min_steps_per_s": min(rates["default"]),
         "max_steps_per_s": max(rates["default"]),

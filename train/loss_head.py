@@ -6,7 +6,8 @@ two CPU cores each of those costs 10–30 µs inside a training step whatever it
 step on the 256×256 net, more than the Adam update. The same arithmetic as one numba-compiled loop over
 the rows takes ~25 µs a call, numba's argument dispatch included. The loop checks its indices (an
 out-of-range action or row raises ``IndexError`` rather than reading or writing past an array), which
-costs ~3 µs. The matrix products stay in torch (:mod:`train.mlp_grad`).
+costs ~3 µs. :mod:`train.fused_cql` calls it from its compiled step; :mod:`train.mlp_grad` leaves the
+matrix products to torch around it.
 
 The definition it computes is :meth:`train.algos.cql.CQL.loss` (autograd); ``tests/train/test_mlp_grad.py``
 compares the two. With ``q = Q(s, ·)``, ``y = r + γ·not_done·Q_target(s', argmax_a Q(s', a))``,

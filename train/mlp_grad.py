@@ -1,4 +1,7 @@
-"""Forward and backward of an :class:`~train.networks.MLPNet` written out by hand: CQL's fast path.
+"""Forward and backward of an :class:`~train.networks.MLPNet` written out by hand, as torch calls.
+
+CQL takes this path where :mod:`train.fused_cql` (the same step as one compiled call through torch's MKL)
+is not available: torch builds without MKL, such as arm64 and macOS.
 
 Why it exists: on two CPU cores one CQL step with autograd spends more time around the matrix products
 than in them (graph nodes, a second forward for the Double-DQN argmax, a dozen small loss-head ops and

@@ -1,5 +1,6 @@
-"""CQL's hand-written gradient (train/mlp_grad.py) equals autograd's on real minibatches, and the
-trainer falls back to autograd where it does not apply."""
+"""CQL's hand-written gradient equals autograd's on real minibatches, on both of its paths (one compiled
+call through torch's MKL, train/fused_cql.py; torch calls, train/mlp_grad.py), and the trainer falls back
+to autograd where it does not apply."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from train import fused_cql
 from train.algos.base import Algo
 from train.collect import CollectConfig, collect
 from train.dataset import Dataset
@@ -19,6 +21,17 @@ from train.trainer import StepRunner, TrainConfig, TransitionSampler, build_algo
 @pytest.fixture(scope="module")
 def dataset() -> Dataset:
     return collect(CollectConfig(episodes=30, policy="mixed", seed=3, out="unused.npz", quiet=True))
+
+
+@pytest.fixture(params=["fused", "torch"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which hand-written path CQL takes: ``fused`` needs torch's MKL (x86-64 Linux wheels)."""
+    if request.param == "fused":
+        if not fused_cql.available():
+            pytest.skip("this torch build exports no MKL sgemm_")
+    else:
+        monkeypatch.setattr(fused_cql, "available", lambda: False)
+    return request.param
 
 
 def _algo(dataset: Dataset, hidden: tuple[int, ...], **overrides: object) -> tuple[Algo, TransitionSampler]:
@@ -43,12 +56,15 @@ def _grads(algo: Algo) -> list[torch.Tensor]:
     ],
 )
 def test_hand_written_gradient_and_losses_equal_autograd(
-    dataset: Dataset, hidden: tuple[int, ...], overrides: dict[str, float]
+    dataset: Dataset, hidden: tuple[int, ...], overrides: dict[str, float], path: str
 ) -> None:
     algo, sampler = _algo(dataset, hidden, **overrides)
     assert algo.hand_written_gradient
-    for _ in range(3):  # a few batches, with a step between them so the weights are not the init's
-        batch = sampler.sample(64)
+    assert (algo._fused is not None) == (path == "fused")
+    # A few batches, with a step between them so the weights are not the init's; the last one is smaller
+    # (the fused path sizes its buffers again).
+    for size in (64, 64, 40):
+        batch = sampler.sample(size)
         for p in algo.parameters():
             p.grad = None
         total, parts = algo.grad_step(batch)
@@ -68,7 +84,7 @@ def test_hand_written_gradient_and_losses_equal_autograd(
                 p.sub_(0.05 * p.grad)
 
 
-def test_next_observation_rows_carry_no_gradient(dataset: Dataset) -> None:
+def test_next_observation_rows_carry_no_gradient(dataset: Dataset, path: str) -> None:
     """The next observations ride in the same forward pass, but only the first rows are differentiated:
     with every row terminal (no bootstrap) the gradient cannot depend on them."""
     algo, sampler = _algo(dataset, (16, 16), alpha=0.5)
@@ -83,7 +99,7 @@ def test_next_observation_rows_carry_no_gradient(dataset: Dataset) -> None:
         torch.testing.assert_close(a, b)
 
 
-def test_a_batch_without_the_stacked_tensor_gives_the_same_gradient(dataset: Dataset) -> None:
+def test_a_batch_without_the_stacked_tensor_gives_the_same_gradient(dataset: Dataset, path: str) -> None:
     """Batches built elsewhere (no ``obs_and_next``) are stacked by ``grad_step`` itself."""
     algo, sampler = _algo(dataset, (16, 16), alpha=0.5)
     batch = sampler.sample(32)
@@ -114,6 +130,32 @@ def test_loss_head_refuses_out_of_range_indices() -> None:
         cql_head(q_all[:6], actions, rewards, not_done, table, rows, 0.9, 1.0)
 
 
+@pytest.mark.skipif(not fused_cql.available(), reason="this torch build exports no MKL sgemm_")
+@pytest.mark.parametrize(("m", "n", "k"), [(7, 5, 3), (512, 256, 6), (3, 256, 256), (256, 3, 256)])
+def test_fused_gemm_equals_torch_for_every_transpose(m: int, n: int, k: int) -> None:
+    """The row-major wrapper around MKL's column-major sgemm_, for the shapes a step uses (skinny included)
+    and with beta = 1 (accumulate into C)."""
+    gen = torch.Generator().manual_seed(m + n + k)
+    a, b = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
+    scratch = fused_cql._scratch()
+    for ta, a_in in ((fused_cql._N, a), (fused_cql._T, a.t().contiguous())):
+        for tb, b_in in ((fused_cql._N, b), (fused_cql._T, b.t().contiguous())):
+            out = torch.zeros(m, n)
+            fused_cql.gemm(ta, tb, m, n, k, a_in.numpy(), b_in.numpy(), 0.0, out.numpy(), *scratch)
+            torch.testing.assert_close(out, a @ b, rtol=1e-5, atol=1e-4)
+            fused_cql.gemm(ta, tb, m, n, k, a_in.numpy(), b_in.numpy(), 1.0, out.numpy(), *scratch)
+            torch.testing.assert_close(out, 2 * (a @ b), rtol=1e-5, atol=1e-4)
+
+
+def test_fused_step_refuses_mismatched_rows(dataset: Dataset, path: str) -> None:
+    algo, sampler = _algo(dataset, (16,))
+    batch = sampler.sample(16)
+    with pytest.raises(ValueError, match="stacked"):
+        algo.grad_step(batch._replace(obs_and_next=batch.obs_and_next[:20]))
+    with pytest.raises(IndexError):  # an action outside the Q-net's outputs
+        algo.grad_step(batch._replace(actions=torch.full_like(batch.actions, 7)))
+
+
 def test_autograd_flag_cnn_and_other_modules_take_the_autograd_path(dataset: Dataset) -> None:
     algo, _ = _algo(dataset, (16,), autograd=True)
     assert not algo.hand_written_gradient
@@ -123,7 +165,7 @@ def test_autograd_flag_cnn_and_other_modules_take_the_autograd_path(dataset: Dat
     assert len(mlp_layers(MLPNet(NetConfig(hidden=(8, 8, 8)))) or []) == 4
 
 
-def test_runner_steps_the_same_weights_on_either_path(dataset: Dataset) -> None:
+def test_runner_steps_the_same_weights_on_either_path(dataset: Dataset, path: str) -> None:
     """Twenty trainer steps (Adam, target syncs, cosine LR) from the same init and sampling seed end at the
     same weights whether the gradient is hand-written or autograd's."""
     weights = []
@@ -151,7 +193,7 @@ def test_train_speed_times_both_paths_interleaved(dataset: Dataset, capsys) -> N
     from benchmarks.train_speed import format_result, measure
 
     result = measure(dataset, steps=5, batch=32, hidden=(16,), repeats=2, warmup=1, compare_autograd=True)
-    assert result["gradient"] == "hand-written" and len(result["repeats"]) == 2
+    assert result["gradient"].startswith("hand-written") and len(result["repeats"]) == 2
     assert len(result["autograd"]["repeats"]) == 2
     assert result["autograd"]["speedup"] == pytest.approx(
         result["median_steps_per_s"] / result["autograd"]["median_steps_per_s"]

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train import mlp_grad
+from train import fused_cql, mlp_grad
 from train.algos.base import Batch, Loss, QLearner, data_q
 from train.loss_head import cql_head
 from train.networks import NetConfig
@@ -37,6 +37,8 @@ class CQL(QLearner):
     def __init__(self, net: NetConfig, config: TrainConfig) -> None:
         super().__init__(net, config)
         self._layers = None if config.autograd else mlp_grad.mlp_layers(self.q)
+        fused = self._layers is not None and fused_cql.available()
+        self._fused = fused_cql.FusedCQLStep(self._layers) if fused else None
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         q = self.q(batch.obs)
@@ -59,22 +61,25 @@ class CQL(QLearner):
     def grad_step(self, batch: Batch) -> tuple[Loss, dict[str, Loss]]:
         """:meth:`loss` and its gradient without autograd, for an MLP Q-net (autograd otherwise).
 
-        One forward pass over ``[obs; next_obs]`` (:mod:`train.mlp_grad`), the loss head and ``∂L/∂Q`` in
-        closed form as one compiled loop (:mod:`train.loss_head`, which has the formulas), then the
-        backward pass through the layers. The losses come back as floats.
+        One forward pass over ``[obs; next_obs]``, the loss head and ``∂L/∂Q`` in closed form
+        (:mod:`train.loss_head`, which has the formulas), then the backward pass through the layers:
+        all in one compiled call where torch has MKL (:mod:`train.fused_cql`), else as torch calls
+        (:mod:`train.mlp_grad`). The losses come back as floats.
         """
         if self._layers is None:
             return super().grad_step(batch)
         stacked = batch.obs_and_next
         if stacked is None:
             stacked = torch.cat([batch.obs, batch.next_obs])
-        acts = mlp_grad.forward(self._layers, stacked)
         table, table_rows = self.target_table(batch)
         w = self.config.alpha + self.config.bc_weight
-        grad_q, bellman, gap = cql_head(
-            acts[-1], batch.actions, batch.rewards, batch.not_done, table, table_rows, self.config.gamma, w
-        )
-        mlp_grad.backward(self._layers, acts, grad_q)
+        head = (batch.actions, batch.rewards, batch.not_done, table, table_rows, self.config.gamma, w)
+        if self._fused is not None:  # one compiled call (train/fused_cql.py)
+            bellman, gap = self._fused(stacked, *head)
+        else:
+            acts = mlp_grad.forward(self._layers, stacked)
+            grad_q, bellman, gap = cql_head(acts[-1], *head)
+            mlp_grad.backward(self._layers, acts, grad_q)
         parts = {"Bellman": bellman, "Conservative": gap}
         if self.config.bc_weight > 0:
             parts["BC"] = gap  # the BC cross-entropy equals the conservative gap
