@@ -71,13 +71,6 @@ def reference_gflops(products: int = 100) -> float:
     return 2 * m * k * n * products / (time.perf_counter() - start) / 1e9
 
 
-def _gradient_path(algo: object) -> str:
-    """How the timed step gets its gradient: autograd, hand-written torch calls, or the fused kernel."""
-    if not getattr(algo, "hand_written_gradient", False):
-        return "autograd"
-    return "hand-written, fused" if getattr(algo, "_fused", None) is not None else "hand-written"
-
-
 def default_dataset() -> Dataset:
     """The pipeline's default buffer (100 mixed episodes, seed 0), collected in memory."""
     from train.collect import CollectConfig, collect
@@ -148,7 +141,7 @@ def measure(
         "threads": threads,
         "steps_per_repeat": steps,
         "warmup": warmup,
-        "gradient": _gradient_path(runners["default"].algo),
+        "gradient": runners["default"].algo.gradient_path,
         "median_steps_per_s": statistics.median(rates["default"]),
         "min_steps_per_s": min(rates["default"]),
         "max_steps_per_s": max(rates["default"]),

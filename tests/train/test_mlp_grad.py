@@ -60,7 +60,7 @@ def test_hand_written_gradient_and_losses_equal_autograd(
 ) -> None:
     algo, sampler = _algo(dataset, hidden, **overrides)
     assert algo.hand_written_gradient
-    assert (algo._fused is not None) == (path == "fused")
+    assert algo.gradient_path == ("hand-written, fused" if path == "fused" else "hand-written")
     # A few batches, with a step between them so the weights are not the init's; the last one is smaller
     # (the fused path sizes its buffers again).
     for size in (64, 64, 40):

@@ -97,6 +97,11 @@ class Algo(ABC):
         """Whether :meth:`grad_step` bypasses autograd for this instance's networks."""
         return False
 
+    @property
+    def gradient_path(self) -> str:
+        """How :meth:`grad_step` computes the gradient, in words (benchmarks print it)."""
+        return "hand-written" if self.hand_written_gradient else "autograd"
+
     def after_step(self, step: int) -> None:  # noqa: B027 (optional hook)
         """Called after each optimizer step with the 1-based step count (target-network updates)."""
 

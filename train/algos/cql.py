@@ -58,6 +58,10 @@ class CQL(QLearner):
     def hand_written_gradient(self) -> bool:
         return self._layers is not None
 
+    @property
+    def gradient_path(self) -> str:
+        return "hand-written, fused" if self._fused is not None else super().gradient_path
+
     def grad_step(self, batch: Batch) -> tuple[Loss, dict[str, Loss]]:
         """:meth:`loss` and its gradient without autograd, for an MLP Q-net (autograd otherwise).
 
