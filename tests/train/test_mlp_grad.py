@@ -147,6 +147,12 @@ def test_fused_gemm_equals_torch_for_every_transpose(m: int, n: int, k: int) -> 
             torch.testing.assert_close(out, 2 * (a @ b), rtol=1e-5, atol=1e-4)
 
 
+def test_no_torch_library_means_no_fused_path(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Where libtorch_cpu.so is not at torch's lib/ (macOS, Windows) the lookup gives None, not an error."""
+    monkeypatch.setattr(torch, "__file__", str(tmp_path / "torch" / "__init__.py"))
+    assert fused_cql._find_sgemm() is None
+
+
 def test_fused_step_refuses_mismatched_rows(dataset: Dataset, path: str) -> None:
     algo, sampler = _algo(dataset, (16,))
     batch = sampler.sample(16)
