@@ -37,9 +37,8 @@ from common.fileio import file_sha256
 from gridworld.core import N_ACTIONS, GridModel, states_from_vector_obs
 from gridworld.oracle import Evaluation, Oracle, evaluate_policy
 from train.checkpoint import CheckpointError, load_checkpoint
-from train.dataset import Dataset, DatasetError, load_dataset
+from train.dataset import Dataset, DatasetError, load_dataset, split_episodes
 from train.evaluate import env_model_from_metadata, greedy_policy
-from train.trainer import split_episodes
 
 PROG = "python -m train.ceiling"
 #: Adam's learning rate per phase of :func:`tabular_cql` and each phase's share of the iterations.
@@ -179,6 +178,14 @@ def from_checkpoint(config: CeilingConfig) -> tuple[CeilingConfig, torch.nn.Modu
     settings = {k: trained[k] for k in ("holdout", "gamma") if k in trained}
     alpha = (float(trained["alpha"]),) if "alpha" in trained else config.alpha
     return replace(config, seeds=(int(trained["seed"]),), alpha=alpha, **settings), network
+
+
+def data_ceiling(model: GridModel, dataset: Dataset, rows: np.ndarray) -> float | None:
+    """The ceiling (module docstring) as an oracle ratio for the training ``rows``; ``None`` for ``image``."""
+    if model.obs_mode != "vector":
+        return None
+    shown = shown_actions(model, transitions(model, dataset, rows))
+    return evaluate_actions(model, ceiling_policy(model, shown)).oracle_ratio
 
 
 def analyse(config: CeilingConfig) -> tuple[CeilingConfig, list[dict[str, float]]]:

@@ -163,3 +163,14 @@ def save_dataset(path: str | Path, dataset: Dataset) -> None:
     atomic_write(path, write_npz)
     atomic_write_text(metadata_path(path), meta_json)
     atomic_write_text(metadata_path(path, ".txt"), text)
+
+
+def split_episodes(episode_ids: np.ndarray, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, held-out rows): whole episodes are held out, so accuracy is measured on unseen
+    trajectories. With ``holdout == 0`` or a single episode nothing is held out (empty second array)."""
+    episodes = np.unique(episode_ids)
+    n_out = round(holdout * len(episodes)) if len(episodes) > 1 else 0
+    n_out = min(max(n_out, 1 if holdout > 0 and len(episodes) > 1 else 0), len(episodes) - 1)
+    held = np.random.default_rng(seed).choice(episodes, size=n_out, replace=False)
+    mask = np.isin(episode_ids, held)
+    return np.flatnonzero(~mask), np.flatnonzero(mask)

@@ -33,8 +33,9 @@ from gridworld.core import N_ACTIONS, GridModel
 from gridworld.oracle import Oracle
 from train.algos import algo_names, get_algo
 from train.algos.base import Algo, Batch, Loss
+from train.ceiling import data_ceiling
 from train.checkpoint import save_checkpoint
-from train.dataset import Dataset, DatasetError, load_dataset
+from train.dataset import Dataset, DatasetError, load_dataset, split_episodes
 from train.evaluate import env_model_from_metadata, evaluate_model, flat_obs, oracle_agreement
 from train.networks import NetConfig, anchor_first_layer, build_network, count_params
 from train.optim import LeanAdam
@@ -246,17 +247,6 @@ class TransitionSampler:
         )
         self._batches = [Batch(*views) for views in zip(*(f.unbind() for f in fields), strict=True)]
         self._batch_size, self._next = batch_size, 0
-
-
-def split_episodes(episode_ids: np.ndarray, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train rows, held-out rows): whole episodes are held out, so accuracy is measured on unseen
-    trajectories. With ``holdout == 0`` or a single episode nothing is held out (empty second array)."""
-    episodes = np.unique(episode_ids)
-    n_out = round(holdout * len(episodes)) if len(episodes) > 1 else 0
-    n_out = min(max(n_out, 1 if holdout > 0 and len(episodes) > 1 else 0), len(episodes) - 1)
-    held = np.random.default_rng(seed).choice(episodes, size=n_out, replace=False)
-    mask = np.isin(episode_ids, held)
-    return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
 def network_config(dataset: Dataset, env_model: GridModel, hidden: tuple[int, ...]) -> NetConfig:
@@ -494,6 +484,7 @@ def train(config: TrainConfig) -> TrainResult:
         "network": net_config.to_dict(),
         "params": count_params(build_network(net_config)),
         "oracle_return": float(Oracle(env_model).returns().mean()),
+        "data_ceiling": data_ceiling(env_model, dataset, train_rows),
         "best": best_entry,
         "last": last_entry,
         "first_at_target": first_target,
@@ -549,6 +540,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         if reached
         else f"never reached {ratio}"
     )
+    if summary.get("data_ceiling") is not None:
+        target += f" (the training split allows {summary['data_ceiling']:.3f}: python -m train.ceiling)"
     lines.append(
         f"{summary['algo']}: oracle return {summary['oracle_return']:.3f}; {target}; wall "
         f"{summary['wall_seconds']:.1f} s (train {summary['train_seconds']:.1f} s at "

@@ -23,7 +23,7 @@ from train.ceiling import (
 )
 from train.collect import CollectConfig, collect
 from train.dataset import DatasetError, save_dataset
-from train.trainer import TrainConfig, train
+from train.trainer import TrainConfig, format_summary, train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,9 +81,9 @@ def test_tabular_cql_penalty_pulls_towards_the_frequent_action() -> None:
     assert tabular_cql(model, data, alpha=1.0, gamma=0.95, iterations=1500)[state].argmax() == 0
 
 
-def quick_run(dataset: Path, out: Path, steps: int, **config) -> None:
-    """A short `python -m train` run whose last.safetensors the tests read."""
-    train(
+def quick_run(dataset: Path, out: Path, steps: int, **config) -> dict:
+    """A short `python -m train` run (its summary; the tests read its last.safetensors)."""
+    return train(
         TrainConfig(
             dataset=str(dataset),
             out=str(out),
@@ -93,7 +93,7 @@ def quick_run(dataset: Path, out: Path, steps: int, **config) -> None:
             tensorboard=False,
             **config,
         )
-    )
+    ).summary
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_analyse_reports_a_checkpoints_split_and_its_unshown_actions(
     small_dataset: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    quick_run(small_dataset, run, steps=300, hidden=(32, 32), seed=3, holdout=0.2, alpha=0.2)
+    summary = quick_run(small_dataset, run, steps=300, hidden=(32, 32), seed=3, holdout=0.2, alpha=0.2)
     config, rows = analyse(
         CeilingConfig(dataset=str(small_dataset), checkpoint=str(run / "last.safetensors"), iterations=300)
     )
@@ -118,6 +118,9 @@ def test_analyse_reports_a_checkpoints_split_and_its_unshown_actions(
     assert row["unshown"] > 0 or row["network"] <= row["ceiling"] + 1e-9
     assert 0 <= row["unshown"] <= row["visited"]
     assert set(row) >= {"ceiling", "cql_0.2", "network", "unshown"}
+    # The trainer's summary carries the same ceiling for the split it trained on.
+    assert summary["data_ceiling"] == pytest.approx(row["ceiling"])
+    assert "the training split allows" in format_summary(summary)
 
 
 def test_cli_prints_the_table(small_dataset: Path, capsys) -> None:
@@ -146,6 +149,6 @@ def test_image_observations_and_foreign_checkpoints_are_refused(small_dataset: P
     assert not done.stdout
     # A checkpoint trained on another dataset: one readable error, exit 2.
     other = tmp_path / "other"
-    quick_run(image, other, steps=5, hidden=(8,))
+    assert quick_run(image, other, steps=5, hidden=(8,))["data_ceiling"] is None
     code = main(["--dataset", str(small_dataset), "--checkpoint", str(other / "last.safetensors")])
     assert code == 2
