@@ -123,7 +123,8 @@ def ceiling_policy(model: GridModel, shown: np.ndarray) -> np.ndarray:
         via = np.where(allowed, distance[model.next_state] + 1.0, np.inf)
         updated = np.where(model.is_terminal, 0.0, via.min(axis=1))
         if np.array_equal(updated, distance):
-            return np.argmin(np.where(allowed, via, np.inf), axis=1)
+            # Allowed actions that never reach the goal still beat disallowed ones.
+            return np.argmin(np.where(allowed, np.minimum(via, np.finfo(float).max), np.inf), axis=1)
         distance = updated
 
 

@@ -59,6 +59,13 @@ def test_ceiling_uses_only_the_actions_a_visited_state_shows() -> None:
     assert shown[np.flatnonzero(visited), policy[visited]].all()
     ratio = evaluate_actions(model, policy).oracle_ratio
     assert ratio < 1.0
+    # A cell whose four headings show only "turn right" is a trap: the policy spins there, as shown.
+    spin = shown.copy()
+    cell = model.state_index(*model.decode(state)[:2], 0) + np.arange(4)
+    spin[cell] = [False, False, True]
+    trapped = ceiling_policy(model, spin)
+    assert (trapped[cell] == 2).all()
+    assert evaluate_actions(model, trapped).oracle_ratio < ratio
     # Unvisited states (no action shown) may take any action: with nothing shown anywhere, the oracle's.
     nothing = np.zeros_like(shown)
     assert evaluate_actions(model, ceiling_policy(model, nothing)).oracle_ratio == pytest.approx(1.0)
