@@ -28,7 +28,7 @@ from train.trainer import TrainConfig, format_summary, train
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def every_pair(model, extra: list[tuple[int, int]] = ()) -> Transitions:
+def every_pair(model, extra: tuple[tuple[int, int], ...] = ()) -> Transitions:
     """One transition per (reachable state, action), plus ``extra`` copies: a dataset with full coverage."""
     oracle = Oracle(model)
     states = np.flatnonzero(oracle.distance > 0)
@@ -45,8 +45,8 @@ def test_ceiling_is_the_oracle_with_every_action_shown() -> None:
 
 
 def test_ceiling_uses_only_the_actions_a_visited_state_shows() -> None:
-    """Show the oracle's actions everywhere except one state on many paths, which shows only a turn:
-    the ceiling policy turns there, and its return drops below the oracle's."""
+    """Show the oracle's actions everywhere except in one state whose optimal action is forward, which shows
+    only a turn: the ceiling policy turns there, and its return drops below the oracle's."""
     model = build_model()
     oracle = Oracle(model)
     shown = oracle.optimal_mask.copy()
@@ -83,7 +83,7 @@ def test_tabular_cql_penalty_pulls_towards_the_frequent_action() -> None:
     model = build_model()
     oracle = Oracle(model)
     state = int(np.flatnonzero((oracle.distance > 3) & (oracle.action == FORWARD))[0])
-    data = every_pair(model, extra=[(state, 0)] * 40)
+    data = every_pair(model, extra=((state, 0),) * 40)
     assert tabular_cql(model, data, alpha=0.0, gamma=0.95, iterations=1500)[state].argmax() == FORWARD
     assert tabular_cql(model, data, alpha=1.0, gamma=0.95, iterations=1500)[state].argmax() == 0
 
