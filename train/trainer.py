@@ -236,16 +236,17 @@ class TransitionSampler:
         scalars = self.scalars.index_select(0, flat).view(SAMPLE_CHUNK, batch_size, 2)
         actions = self.actions.index_select(0, flat).view(SAMPLE_CHUNK, batch_size)
         # Every minibatch's views at once: one unbind per field rather than eight view ops per step.
-        fields = (
-            stacked[:, :batch_size],  # obs
-            actions,
-            scalars[:, :, 0],  # rewards
-            stacked[:, batch_size:],  # next_obs
-            scalars[:, :, 1],  # not_done
-            idx,
-            stacked,  # obs_and_next
-        )
-        self._batches = [Batch(*views) for views in zip(*(f.unbind() for f in fields), strict=True)]
+        fields = {
+            "obs": stacked[:, :batch_size],
+            "actions": actions,
+            "rewards": scalars[:, :, 0],
+            "next_obs": stacked[:, batch_size:],
+            "not_done": scalars[:, :, 1],
+            "index": idx,
+            "obs_and_next": stacked,
+        }
+        assert tuple(fields) == Batch._fields  # named above, built by position below (no dict per batch)
+        self._batches = list(map(Batch._make, zip(*(f.unbind() for f in fields.values()), strict=True)))
         self._batch_size, self._next = batch_size, 0
 
 
