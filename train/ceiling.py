@@ -135,7 +135,8 @@ def tabular_cql(
 
     The loss is :meth:`train.algos.cql.CQL.loss` with a table in place of the network; the Double-DQN target
     uses the table itself, which is where CQL's periodically synced target network converges too.
-    Actions the data never shows keep their initial 0, below every return of the default layout.
+    Actions the data never shows get no Bellman term: they start at 0, and in visited states the
+    conservative term only pushes them lower. Nothing carries a value from one state to another.
     """
     s, s2 = torch.from_numpy(data.states), torch.from_numpy(data.next_states)
     a = torch.from_numpy(data.actions)
@@ -181,12 +182,16 @@ def from_checkpoint(config: CeilingConfig) -> tuple[CeilingConfig, torch.nn.Modu
     return replace(config, seeds=(int(trained["seed"]),), alpha=alpha, **settings), network
 
 
+def ceiling_ratio(model: GridModel, shown: np.ndarray) -> float:
+    """The ceiling (module docstring) as an oracle ratio, for the actions ``shown`` in each state."""
+    return evaluate_actions(model, ceiling_policy(model, shown)).oracle_ratio
+
+
 def data_ceiling(model: GridModel, dataset: Dataset, rows: np.ndarray) -> float | None:
-    """The ceiling (module docstring) as an oracle ratio for the training ``rows``; ``None`` for ``image``."""
+    """:func:`ceiling_ratio` of the training ``rows``; ``None`` for ``image`` observations."""
     if model.obs_mode != "vector":
         return None
-    shown = shown_actions(model, transitions(model, dataset, rows))
-    return evaluate_actions(model, ceiling_policy(model, shown)).oracle_ratio
+    return ceiling_ratio(model, shown_actions(model, transitions(model, dataset, rows)))
 
 
 def analyse(config: CeilingConfig) -> tuple[CeilingConfig, list[dict[str, float]]]:
@@ -210,7 +215,7 @@ def analyse(config: CeilingConfig) -> tuple[CeilingConfig, list[dict[str, float]
             "transitions": len(train_rows),
             "visited": int(visited[reachable].sum()),
             "states": len(reachable),
-            "ceiling": evaluate_actions(model, ceiling_policy(model, shown)).oracle_ratio,
+            "ceiling": ceiling_ratio(model, shown),
         }
         for alpha in config.alpha:
             greedy = tabular_cql(model, data, alpha, config.gamma, config.iterations).argmax(axis=1)

@@ -20,9 +20,12 @@ from train.ceiling import (
     evaluate_actions,
     main,
     tabular_cql,
+    transitions,
 )
+from train.checkpoint import load_checkpoint
 from train.collect import CollectConfig, collect
-from train.dataset import DatasetError, save_dataset
+from train.dataset import DatasetError, load_dataset, save_dataset, split_episodes
+from train.evaluate import greedy_policy
 from train.trainer import TrainConfig, format_summary, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,7 +126,16 @@ def test_analyse_reports_a_checkpoints_split_and_its_unshown_actions(
     assert 0 < row["visited"] <= row["states"]
     # A network that takes only shown actions where the data has been cannot beat the ceiling.
     assert row["unshown"] > 0 or row["network"] <= row["ceiling"] + 1e-9
-    assert 0 <= row["unshown"] <= row["visited"]
+    # The unshown count, state by state: visited, and the network's greedy action is not in the split.
+    model = build_model()
+    network, _, _ = load_checkpoint(run / "last.safetensors")
+    dataset = load_dataset(small_dataset)
+    data = transitions(model, dataset, split_episodes(dataset.episode_ids, 0.2, 3)[0])
+    shown = {(int(s), int(a)) for s, a in zip(data.states, data.actions, strict=True)}
+    greedy = greedy_policy(network)(np.array(model.observations))
+    visited = {s for s, _ in shown}
+    assert row["unshown"] == sum((s, int(greedy[s])) not in shown for s in visited)
+    assert row["visited"] == len(visited)
     assert set(row) >= {"ceiling", "cql_0.2", "network", "unshown"}
     # The trainer's summary carries the same ceiling for the split it trained on.
     assert summary["data_ceiling"] == pytest.approx(row["ceiling"])
