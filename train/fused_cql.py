@@ -30,7 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from train import mlp_grad
 from train.loss_head import _head
+from train.networks import MLPNet
 
 #: BLAS "transpose" flags (Fortran characters).
 _N, _T = ord("N"), ord("T")
@@ -57,6 +59,8 @@ _sgemm = _find_sgemm()
 # FusedCQLStep's own buffers, sized together, and __call__ checks the batch's shapes against them. The
 # data-dependent indices (actions, table rows) are read by train.loss_head._head, which checks them.
 _jit = numba.njit(nogil=True, error_model="numpy")
+#: For the LayerNorm loops: their row sums vectorise only if the compiler may reorder the additions.
+_jit_reduce = numba.njit(nogil=True, error_model="numpy", fastmath=True)
 
 
 @_jit
@@ -111,6 +115,14 @@ def _step(
     rows,
     gamma,
     w,
+    norm,
+    gains,
+    shifts,
+    xhat,
+    rstd,
+    grad_gain,
+    grad_shift,
+    eps,
     ints,
     floats,
     chars,
@@ -121,6 +133,10 @@ def _step(
     into ``grad_w``/``grad_b`` (``grad_h`` and ``grad_q`` are scratch), and returns (Bellman loss,
     conservative gap). Same arithmetic as :func:`train.mlp_grad.forward`, :func:`train.loss_head.cql_head`
     and :func:`train.mlp_grad.backward`.
+
+    With ``norm``, each hidden layer is Linear → LayerNorm(``gains``, ``shifts``, ``eps``) → ReLU: the
+    forward keeps each row's normalised values and 1/σ (``xhat``, ``rstd``) for the backward, which writes
+    the LayerNorm gradients into ``grad_gain``/``grad_shift``. Without it those tuples are not read.
     """
     rows2 = x.shape[0]
     n = rows2 // 2
@@ -130,11 +146,16 @@ def _step(
         weight, bias, out = weights[i], biases[i], acts[i]
         width, fan_in = weight.shape
         gemm(_N, _T, rows2, width, fan_in, inp, weight, 0.0, out, ints, floats, chars)
-        relu = i < n_layers - 1
-        for r in range(rows2):
-            for j in range(width):
-                v = out[r, j] + bias[j]
-                out[r, j] = max(v, 0.0) if relu else v
+        if i == n_layers - 1:
+            for r in range(rows2):
+                for j in range(width):
+                    out[r, j] += bias[j]
+        elif norm:
+            _layer_norm_forward(out, bias, gains[i], shifts[i], eps, xhat[i], rstd[i])
+        else:
+            for r in range(rows2):
+                for j in range(width):
+                    out[r, j] = max(out[r, j] + bias[j], 0.0)
         inp = out
     bellman, gap = _head(acts[n_layers - 1], actions, rewards, not_done, table, rows, gamma, w, grad_q)
     g = grad_q
@@ -155,8 +176,64 @@ def _step(
                 for j in range(fan_in):
                     if below[r, j] <= 0.0:
                         g_below[r, j] = 0.0
+            if norm:
+                _layer_norm_backward(
+                    g_below, gains[i - 1], xhat[i - 1], rstd[i - 1], grad_gain[i - 1], grad_shift[i - 1]
+                )
             g = g_below
     return bellman, gap
+
+
+@_jit_reduce
+def _layer_norm_forward(out, bias, gain, shift, eps, xhat, rstd):
+    """``out ← relu(gain·(h − mean h)/sqrt(var h + eps) + shift)`` row by row, with ``h = out + bias``;
+    keeps the normalised ``h`` and ``1/sqrt(var h + eps)`` for :func:`_layer_norm_backward`."""
+    rows, width = out.shape
+    scale = np.float32(1.0 / width)
+    for r in range(rows):
+        h = out[r]
+        total = np.float32(0.0)
+        for j in range(width):
+            v = h[j] + bias[j]
+            h[j] = v
+            total += v
+        mean = total * scale
+        sq = np.float32(0.0)
+        for j in range(width):
+            d = h[j] - mean
+            sq += d * d
+        inv = np.float32(1.0) / np.sqrt(sq * scale + np.float32(eps))
+        rstd[r] = inv
+        normed_row = xhat[r]
+        for j in range(width):
+            normed = (h[j] - mean) * inv
+            normed_row[j] = normed
+            h[j] = max(gain[j] * normed + shift[j], np.float32(0.0))
+
+
+@_jit_reduce
+def _layer_norm_backward(g, gain, xhat, rstd, grad_gain, grad_shift):
+    """``g``: ∂L/∂(LayerNorm output) over the first ``len(g)`` rows, turned in place into ∂L/∂(its input);
+    writes ∂L/∂gain and ∂L/∂shift."""
+    rows, width = g.shape
+    scale = np.float32(1.0 / width)
+    grad_gain[:] = 0.0
+    grad_shift[:] = 0.0
+    for r in range(rows):
+        dy, normed = g[r], xhat[r]
+        sum_d = np.float32(0.0)
+        sum_dx = np.float32(0.0)
+        for j in range(width):
+            grad_shift[j] += dy[j]
+            grad_gain[j] += dy[j] * normed[j]
+            d = dy[j] * gain[j]
+            sum_d += d
+            sum_dx += d * normed[j]
+        mean_d = sum_d * scale
+        mean_dx = sum_dx * scale
+        inv = rstd[r]
+        for j in range(width):
+            dy[j] = inv * (dy[j] * gain[j] - mean_d - normed[j] * mean_dx)
 
 
 @functools.cache
@@ -184,17 +261,54 @@ def _scratch() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.zeros(8, np.int64), np.zeros(2, np.float32), np.zeros(2, np.uint8)
 
 
+def mlp_parts(net: nn.Module) -> tuple[list[nn.Linear], list[nn.LayerNorm] | None] | None:
+    """The Linear layers of an ``MLPNet`` (Linear → ReLU … → Linear, or Linear → LayerNorm → ReLU … when
+    built with ``layer_norm``) and its LayerNorms (``None`` without), or ``None`` for any other network."""
+    layers = mlp_grad.mlp_layers(net)
+    if layers is not None:
+        return layers, None
+    if type(net) is not MLPNet:
+        return None
+    body = list(net.body)
+    linears, norms = body[0::3], body[1::3]
+    shape_ok = len(body) == 3 * len(linears) and all(isinstance(m, nn.ReLU) for m in body[2::3])
+    shape_ok = shape_ok and all(isinstance(m, nn.Linear) for m in linears)
+    shape_ok = shape_ok and all(
+        isinstance(m, nn.LayerNorm) and m.elementwise_affine and m.bias is not None for m in norms
+    )
+    if not shape_ok or len({m.eps for m in norms}) != 1:
+        return None
+    return [*linears, net.out], norms
+
+
 class FusedCQLStep:
     """The buffers of :func:`_step` for one MLP: layer outputs, gradients and scratch, sized on first use
-    (and again when the batch size changes)."""
+    (and again when the batch size changes). ``norms``: the LayerNorm after each hidden Linear, if any."""
 
-    def __init__(self, layers: list[nn.Linear]) -> None:
+    def __init__(self, layers: list[nn.Linear], norms: list[nn.LayerNorm] | None = None) -> None:
         self.params = [p for layer in layers for p in (layer.weight, layer.bias)]
         self.weights = tuple(layer.weight.detach().numpy() for layer in layers)
         self.biases = tuple(layer.bias.detach().numpy() for layer in layers)
         self.grads = [torch.zeros_like(p) for p in self.params]
         self.grad_w = tuple(g.numpy() for g in self.grads[0::2])
         self.grad_b = tuple(g.numpy() for g in self.grads[1::2])
+        self.norm = bool(norms)
+        hidden = len(layers) - 1
+        if norms:
+            if len(norms) != hidden:
+                raise ValueError(f"expected one LayerNorm per hidden layer ({hidden}), got {len(norms)}")
+            norm_params = [p for m in norms for p in (m.weight, m.bias)]
+            norm_grads = [torch.zeros_like(p) for p in norm_params]
+            self.params += norm_params
+            self.grads += norm_grads
+            self.gains = tuple(m.weight.detach().numpy() for m in norms)
+            self.shifts = tuple(m.bias.detach().numpy() for m in norms)
+            self.grad_gain = tuple(g.numpy() for g in norm_grads[0::2])
+            self.grad_shift = tuple(g.numpy() for g in norm_grads[1::2])
+            self.eps = float(norms[0].eps)
+        else:  # typed placeholders: _step does not read them
+            self.gains = self.shifts = self.grad_gain = self.grad_shift = (np.zeros(0, np.float32),) * hidden
+            self.eps = 0.0
         self.scratch = _scratch()
         self.rows = 0
 
@@ -203,6 +317,9 @@ class FusedCQLStep:
         self.acts = tuple(np.empty((2 * rows, width), np.float32) for width in widths)
         self.grad_h = tuple(np.empty((rows, width), np.float32) for width in widths[:-1])
         self.grad_q = np.empty((rows, widths[-1]), np.float32)
+        shapes = [(2 * rows, width) if self.norm else (0, 0) for width in widths[:-1]]
+        self.xhat = tuple(np.empty(shape, np.float32) for shape in shapes)
+        self.rstd = tuple(np.empty(shape[0], np.float32) for shape in shapes)
         self.rows = rows
 
     def __call__(
@@ -244,6 +361,14 @@ class FusedCQLStep:
             table_rows.numpy(),
             float(gamma),
             float(w),
+            self.norm,
+            self.gains,
+            self.shifts,
+            self.xhat,
+            self.rstd,
+            self.grad_gain,
+            self.grad_shift,
+            self.eps,
             *self.scratch,
         )
         for p, g in zip(self.params, self.grads, strict=True):

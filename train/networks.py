@@ -32,6 +32,10 @@ class NetConfig:
     """Width of each hidden layer (after the convolution for ``cnn``)."""
     channels: int = 16
     """Convolution channels (``cnn`` only)."""
+    layer_norm: bool = False
+    """A ``LayerNorm`` (with its scale and shift) between each hidden ``Linear`` and its ReLU: it bounds
+    the features the output layer sees, so Q-values cannot grow without limit where the data has no
+    say (see ``train.trainer.TrainConfig.layer_norm``)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes carried with the weights (e.g. how a pruned net was made)."""
 
@@ -55,21 +59,21 @@ class NetConfig:
         return cls(**known)
 
 
-def _mlp(in_dim: int, hidden: tuple[int, ...]) -> nn.Sequential:
+def _mlp(in_dim: int, hidden: tuple[int, ...], layer_norm: bool = False) -> nn.Sequential:
     layers: list[nn.Module] = []
     for width in hidden:
-        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        layers += [nn.Linear(in_dim, width), *([nn.LayerNorm(width)] if layer_norm else []), nn.ReLU()]
         in_dim = width
     return nn.Sequential(*layers)
 
 
 class MLPNet(nn.Module):
-    """``obs → [Linear → ReLU] × len(hidden) → out``; ``out`` is kept whole when pruning."""
+    """``obs → [Linear (→ LayerNorm) → ReLU] × len(hidden) → out``; ``out`` is kept whole when pruning."""
 
     def __init__(self, config: NetConfig) -> None:
         super().__init__()
         self.config = config
-        self.body = _mlp(config.obs_dim, config.hidden)
+        self.body = _mlp(config.obs_dim, config.hidden, config.layer_norm)
         self.out = nn.Linear(config.hidden[-1], config.n_actions)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -85,7 +89,7 @@ class CNNNet(nn.Module):
         side = math.isqrt(config.obs_dim)
         self.side = side
         self.conv = nn.Sequential(nn.Conv2d(1, config.channels, kernel_size=3, padding=1), nn.ReLU())
-        self.body = _mlp(config.channels * side * side, config.hidden)
+        self.body = _mlp(config.channels * side * side, config.hidden, config.layer_norm)
         self.out = nn.Linear(config.hidden[-1], config.n_actions)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:

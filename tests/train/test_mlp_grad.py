@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.layer_norm import perturb_layer_norms
 from train import fused_cql
 from train.algos.base import Algo
 from train.collect import CollectConfig, collect
@@ -34,9 +35,13 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     return request.param
 
 
-def _algo(dataset: Dataset, hidden: tuple[int, ...], **overrides: object) -> tuple[Algo, TransitionSampler]:
-    config = TrainConfig(algo="cql", hidden=hidden, batch_size=64, out="unused", **overrides)
-    net = network_config(dataset, env_model_from_metadata(dataset.metadata), hidden)
+def _algo(
+    dataset: Dataset, hidden: tuple[int, ...], layer_norm: bool = False, **overrides: object
+) -> tuple[Algo, TransitionSampler]:
+    config = TrainConfig(
+        algo="cql", hidden=hidden, batch_size=64, out="unused", layer_norm=layer_norm, **overrides
+    )
+    net = network_config(dataset, env_model_from_metadata(dataset.metadata), hidden, layer_norm)
     sampler = TransitionSampler(dataset, np.arange(len(dataset)), seed=1)
     torch.manual_seed(0)
     return build_algo(config, net, sampler), sampler
@@ -61,9 +66,16 @@ def test_hand_written_gradient_and_losses_equal_autograd(
     algo, sampler = _algo(dataset, hidden, **overrides)
     assert algo.hand_written_gradient
     assert algo.gradient_path == ("hand-written, fused" if path == "fused" else "hand-written")
-    # A few batches, with a step between them so the weights are not the init's; the last one is smaller
-    # (the fused path sizes its buffers again).
-    for size in (64, 64, 40):
+    _check_against_autograd(algo, sampler, (64, 64, 40), atol=1e-6)
+
+
+def _check_against_autograd(
+    algo: Algo, sampler: TransitionSampler, sizes: tuple[int, ...], atol: float
+) -> None:
+    """``grad_step``'s gradients, total and loss parts equal autograd's on minibatches of ``sizes`` rows,
+    with a step between them so the weights are not the init's (a smaller last batch makes the fused path
+    size its buffers again)."""
+    for size in sizes:
         batch = sampler.sample(size)
         for p in algo.parameters():
             p.grad = None
@@ -74,7 +86,7 @@ def test_hand_written_gradient_and_losses_equal_autograd(
         ref_total, ref_parts = algo.loss(batch)
         ref_total.backward()
         for got, want in zip(fast, _grads(algo), strict=True):
-            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=atol)
         assert total == pytest.approx(float(ref_total.detach()), rel=1e-5, abs=1e-6)
         assert parts.keys() == ref_parts.keys()
         for name, value in parts.items():
@@ -82,6 +94,34 @@ def test_hand_written_gradient_and_losses_equal_autograd(
         with torch.no_grad():
             for p in algo.parameters():
                 p.sub_(0.05 * p.grad)
+
+
+@pytest.mark.skipif(not fused_cql.available(), reason="this torch build exports no MKL sgemm_")
+@pytest.mark.parametrize(
+    ("hidden", "overrides"),
+    [((32, 32), {}), ((16, 24, 8), {"alpha": 0.7, "bc_weight": 0.3}), ((32,), {"tau": 0.05})],
+)
+def test_fused_layer_norm_gradient_equals_autograd(
+    dataset: Dataset, hidden: tuple[int, ...], overrides: dict[str, float]
+) -> None:
+    """The fused step's LayerNorm forward and backward (gains and shifts moved off their 1 and 0 init, so
+    a backward that ignored them would fail) give autograd's gradients for every parameter."""
+    algo, sampler = _algo(dataset, hidden, layer_norm=True, **overrides)
+    assert algo.gradient_path == "hand-written, fused"
+    assert perturb_layer_norms(algo.q, seed=7) == len(hidden)
+    _check_against_autograd(algo, sampler, (64, 40), atol=1e-5)
+
+
+def test_layer_norm_without_mkl_takes_autograd(dataset: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The torch-call path has no LayerNorm: without the fused step a LayerNorm net trains with autograd,
+    and a body that is neither layout (a LayerNorm without its shift) is not taken for an MLP at all."""
+    monkeypatch.setattr(fused_cql, "available", lambda: False)
+    algo, _ = _algo(dataset, (16,), layer_norm=True)
+    assert not algo.hand_written_gradient
+    odd = MLPNet(NetConfig(hidden=(8, 8), layer_norm=True))
+    odd.body[1] = torch.nn.LayerNorm(8, bias=False)
+    assert fused_cql.mlp_parts(odd) is None
+    assert fused_cql.mlp_parts(MLPNet(NetConfig(hidden=(8, 8)))) is not None
 
 
 def test_next_observation_rows_carry_no_gradient(dataset: Dataset, path: str) -> None:
@@ -212,3 +252,7 @@ def test_train_speed_times_both_paths_interleaved(dataset: Dataset, capsys) -> N
         measure(dataset, algo="bc", steps=2, batch=8, hidden=(8,), repeats=1, warmup=0)["gradient"]
         == "autograd"
     )
+    normed = measure(dataset, steps=2, batch=8, hidden=(8,), repeats=1, warmup=0, layer_norm=True)
+    assert normed["layer_norm"] and not result["layer_norm"]
+    assert "hidden 8 with LayerNorm" in format_result(normed)
+    assert normed["gradient"] == ("hand-written, fused" if fused_cql.available() else "autograd")

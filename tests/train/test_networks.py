@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from gridworld.core import build_model
+from tests.layer_norm import perturb_layer_norms
 from train.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from train.evaluate import flat_obs
 from train.networks import CNNNet, MLPNet, NetConfig, build_network, count_params
@@ -51,6 +52,16 @@ def test_bad_config_is_refused(bad: dict) -> None:
         NetConfig(**bad)
 
 
+def test_layer_norm_sits_between_each_hidden_linear_and_its_relu() -> None:
+    net = build_network(NetConfig(obs_dim=6, hidden=(8, 4), layer_norm=True))
+    kinds = [type(m).__name__ for m in net.body]
+    assert kinds == ["Linear", "LayerNorm", "ReLU", "Linear", "LayerNorm", "ReLU"]
+    assert count_params(net) == (6 * 8 + 8 + 2 * 8) + (8 * 4 + 4 + 2 * 4) + (4 * 3 + 3)
+    # Configs written before the field existed rebuild as plain MLPs.
+    old = {"kind": "mlp", "obs_dim": 6, "n_actions": 3, "hidden": [8, 4], "channels": 16, "extra": {}}
+    assert NetConfig.from_dict(old).layer_norm is False
+
+
 def test_config_round_trips_through_json() -> None:
     config = NetConfig(kind="mlp", obs_dim=6, hidden=(17, 9), extra={"pruned": "50% of units"})
     again = NetConfig.from_dict(json.loads(json.dumps(config.to_dict())))
@@ -70,11 +81,14 @@ def _same_outputs(a: torch.nn.Module, b: torch.nn.Module, obs_dim: int) -> None:
         NetConfig(kind="mlp", obs_dim=6, hidden=(64, 64)),
         NetConfig(kind="mlp", obs_dim=6, hidden=(17, 9)),
         NetConfig(kind="cnn", obs_dim=9, hidden=(12,), channels=5),
+        NetConfig(kind="mlp", obs_dim=6, hidden=(32, 16), layer_norm=True),
     ],
-    ids=["mlp", "mlp-17x9", "cnn"],
+    ids=["mlp", "mlp-17x9", "cnn", "mlp-layernorm"],
 )
 def test_checkpoint_round_trip(tmp_path: Path, config: NetConfig) -> None:
     net = build_network(config)
+    # LayerNorms off their 1/0 init, so a loader that dropped them would change the outputs.
+    assert perturb_layer_norms(net) == (len(config.hidden) if config.layer_norm else 0)
     info = {"algo": "cql", "eval": {"Return": 8.9}}
     path = save_checkpoint(tmp_path / "net.safetensors", net, config, info)
     loaded, loaded_config, loaded_info = load_checkpoint(path)
@@ -178,7 +192,8 @@ def test_checkpoints_contain_and_need_no_pickle(tmp_path: Path, monkeypatch: pyt
     (n,) = struct.unpack("<Q", data[:8])
     json.loads(data[8 : 8 + n])  # the header is plain JSON
     assert not data.startswith(b"PK")  # not a torch.save zip
-    assert b"\x80\x02" not in data[: 8 + n] and b"\x80\x04" not in data[: 8 + n]  # no pickle opcodes
+    # No pickle protocol marker in the header (the 8-byte length before it is a number: 640 is b"\x80\x02").
+    assert b"\x80\x02" not in data[8 : 8 + n] and b"\x80\x04" not in data[8 : 8 + n]
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a checkpoint load must not unpickle")

@@ -36,9 +36,12 @@ class CQL(QLearner):
 
     def __init__(self, net: NetConfig, config: TrainConfig) -> None:
         super().__init__(net, config)
-        self._layers = None if config.autograd else mlp_grad.mlp_layers(self.q)
-        fused = self._layers is not None and fused_cql.available()
-        self._fused = fused_cql.FusedCQLStep(self._layers) if fused else None
+        # Hand-written gradients: the fused step (plain or LayerNorm MLP, where torch has MKL), else the
+        # torch-call path (plain MLP only), else autograd.
+        parts = None if config.autograd else fused_cql.mlp_parts(self.q)
+        fused = parts is not None and fused_cql.available()
+        self._fused = fused_cql.FusedCQLStep(*parts) if fused else None
+        self._layers = None if config.autograd or fused else mlp_grad.mlp_layers(self.q)
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         q = self.q(batch.obs)
@@ -56,7 +59,7 @@ class CQL(QLearner):
 
     @property
     def hand_written_gradient(self) -> bool:
-        return self._layers is not None
+        return self._fused is not None or self._layers is not None
 
     @property
     def gradient_path(self) -> str:
@@ -70,7 +73,7 @@ class CQL(QLearner):
         all in one compiled call where torch has MKL (:mod:`train.fused_cql`), else as torch calls
         (:mod:`train.mlp_grad`). The losses come back as floats.
         """
-        if self._layers is None:
+        if self._fused is None and self._layers is None:
             return super().grad_step(batch)
         stacked = batch.obs_and_next
         if stacked is None:
