@@ -10,8 +10,9 @@ initializers, inputs, outputs — is about a hundred lines; the tests cross-chec
 ``onnx.numpy_helper`` wherever ``onnx`` is installed.
 
 Supported graphs: one chain from the single float input to the single output of ``Gemm``,
-``MatMul`` (+ ``Add``), ``Relu``, float ``Cast`` and ``Identity`` nodes, with constant weights (fp32,
-fp64 or fp16; fp16 is upcast and computed in fp32). Quantized graphs (QDQ, integer matmuls),
+``MatMul`` (+ ``Add``), ``LayerNormalization`` (over the last axis, after an affine layer), ``Relu``,
+float ``Cast`` and ``Identity`` nodes, with constant weights (fp32, fp64 or fp16; fp16 is upcast and
+computed in fp32). Quantized graphs (QDQ, integer matmuls),
 convolutions and anything branching are refused with the list of supported ops.
 """
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from backends.base import Backend
 
-SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Relu", "Cast", "Identity", "Constant")
+SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "LayerNormalization", "Relu", "Cast", "Identity", "Constant")
 _QUANT_OPS = frozenset(
     {
         "QuantizeLinear",
@@ -302,12 +303,22 @@ def read_onnx(data: bytes) -> OnnxGraph:
 
 
 @dataclass
+class Norm:
+    """``LayerNormalization`` over the features: ``(y − mean y) / sqrt(var y + eps) · scale + shift``."""
+
+    scale: np.ndarray
+    shift: np.ndarray
+    eps: float
+
+
+@dataclass
 class Layer:
-    """``y = x @ weight + bias``, then ReLU if ``relu``; weights stored ``[in, out]`` float32."""
+    """``y = x @ weight + bias``, then ``norm`` if set, then ReLU if ``relu``; weights ``[in, out]`` fp32."""
 
     weight: np.ndarray
     bias: np.ndarray
     relu: bool = False
+    norm: Norm | None = None
 
 
 def _unsupported(op: str, why: str) -> OnnxReadError:
@@ -377,6 +388,22 @@ def lower_to_layers(graph: OnnxGraph) -> tuple[list[Layer], str]:
             other = next(i for i in node.inputs if i != current)
             pending_add.bias = _as_bias(pending_add.bias + consts[other].astype(np.float32), None, op)
             pending_add = None
+        elif op == "LayerNormalization":
+            if not layers or layers[-1].relu or layers[-1].norm is not None:
+                raise _unsupported(op, "LayerNormalization that does not follow an affine layer")
+            if node.attrs.get("axis", -1) not in (-1, 1) or len([o for o in node.outputs if o]) != 1:
+                raise _unsupported(op, "LayerNormalization other than over the features, with one output")
+            width = layers[-1].weight.shape[1]
+            scale = consts[node.inputs[1]].astype(np.float32).reshape(-1)
+            shift = np.zeros(width, np.float32)
+            if len(node.inputs) > 2 and node.inputs[2]:
+                shift = consts[node.inputs[2]].astype(np.float32).reshape(-1)
+            if scale.shape != (width,) or shift.shape != (width,):
+                raise _unsupported(
+                    op, f"LayerNormalization scale/shift of shapes {scale.shape}/{shift.shape}"
+                )
+            layers[-1].norm = Norm(scale, shift, float(node.attrs.get("epsilon", 1e-5)))
+            pending_add = None
         elif op == "Relu":
             if not layers or layers[-1].relu:
                 raise _unsupported(op, "Relu that does not follow an affine layer")
@@ -443,10 +470,12 @@ class NumpyBackend(Backend):
         # Per-frame path: preallocated hidden buffers, one matmul/add/max per layer and no temporaries.
         self._hidden = [np.empty(layer.weight.shape[1], np.float32) for layer in self.layers[:-1]]
         self._plan = [
-            (layer.weight, layer.bias, buf, layer.relu)
+            (layer.weight, layer.bias, buf, layer.relu, layer.norm)
             for layer, buf in zip(self.layers, self._hidden, strict=False)
         ]
         self._last = self.layers[-1]
+        if self._last.norm is not None:
+            raise OnnxReadError(f"{self.path}: a LayerNormalization after the output layer is not supported")
 
     def infer(self, obs: np.ndarray) -> np.ndarray:
         x = np.asarray(obs, dtype=np.float32)
@@ -455,15 +484,25 @@ class NumpyBackend(Backend):
         for layer in self.layers:
             x = x @ layer.weight
             x += layer.bias
+            if layer.norm is not None:
+                x -= x.mean(axis=1, keepdims=True)
+                x /= np.sqrt(np.mean(x * x, axis=1, keepdims=True) + np.float32(layer.norm.eps))
+                x *= layer.norm.scale
+                x += layer.norm.shift
             if layer.relu:
                 np.maximum(x, 0.0, out=x)
         return x
 
     def infer_one(self, obs: np.ndarray) -> np.ndarray:
         x = obs if obs.dtype == np.float32 else np.asarray(obs, dtype=np.float32)
-        for w, b, buf, relu in self._plan:
+        for w, b, buf, relu, norm in self._plan:
             np.dot(x, w, out=buf)
             buf += b
+            if norm is not None:
+                buf -= buf.mean()
+                buf *= np.float32(1.0 / np.sqrt(np.dot(buf, buf) / buf.size + norm.eps))
+                buf *= norm.scale
+                buf += norm.shift
             if relu:
                 np.maximum(buf, 0.0, out=buf)
             x = buf

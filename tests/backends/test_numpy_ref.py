@@ -66,6 +66,36 @@ def test_matmul_add_chain_and_gemm_attributes(tmp_path: Path) -> None:
     np.testing.assert_allclose(backend.infer_one(x[0].astype(np.float64)), want[0], rtol=1e-5, atol=1e-5)
 
 
+def test_layer_normalization_between_affine_and_relu(tmp_path: Path) -> None:
+    """The trainer's default Q-net exports a LayerNormalization after each hidden Gemm; the reader runs it
+    in both paths, and refuses one that does not follow an affine layer."""
+    rng = np.random.default_rng(1)
+    w1, b1 = rng.normal(size=(8, 6)).astype(np.float32), rng.normal(size=8).astype(np.float32)
+    scale, shift = rng.uniform(0.5, 1.5, 8).astype(np.float32), rng.normal(size=8).astype(np.float32)
+    w2, b2 = rng.normal(size=(3, 8)).astype(np.float32), rng.normal(size=3).astype(np.float32)
+    nodes = [
+        helper.make_node("Gemm", ["obs", "w1", "b1"], ["h"], transB=1),
+        helper.make_node("LayerNormalization", ["h", "scale", "shift"], ["n"], axis=-1, epsilon=1e-3),
+        helper.make_node("Relu", ["n"], ["r"]),
+        helper.make_node("Gemm", ["r", "w2", "b2"], ["q"], transB=1),
+    ]
+    inits = {"w1": w1, "b1": b1, "scale": scale, "shift": shift, "w2": w2, "b2": b2}
+    path = _save(tmp_path, nodes, inits)
+    backend = NumpyBackend(path, 6, 3)
+    backend.load()
+    x = rng.normal(size=(5, 6)).astype(np.float32)
+    h = x @ w1.T + b1
+    normed = (h - h.mean(1, keepdims=True)) / np.sqrt(h.var(1, keepdims=True) + 1e-3) * scale + shift
+    want = np.maximum(normed, 0) @ w2.T + b2
+    np.testing.assert_allclose(backend.infer(x), want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(backend.infer_one(x[0]), want[0], rtol=1e-4, atol=1e-4)
+    first = helper.make_node("LayerNormalization", ["obs", "s6", "t6"], ["n"])
+    six = {"s6": np.ones(6, np.float32), "t6": np.zeros(6, np.float32)}
+    bad = _save(tmp_path, [first, *nodes[2:]], {**inits, **six}, "bad.onnx")
+    with pytest.raises(OnnxReadError, match="does not follow an affine layer"):
+        NumpyBackend(bad, 6, 3).load()
+
+
 def test_int8_qdq_graph_is_refused_with_the_supported_ops(manifest_path: Path) -> None:
     m = load_manifest(manifest_path)
     path = m.artifact_path(m.entry("int8-static", "onnx"))

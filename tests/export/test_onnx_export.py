@@ -14,6 +14,7 @@ import torch
 from export.gates import reachable_obs
 from export.onnx_export import OPSET, compact, export_onnx, export_parity, onnx_q_values, torch_q_values
 from gridworld.core import GridModel
+from tests.layer_norm import layer_norm_mlp
 from train.networks import MLPNet, NetConfig, build_network
 
 META = {"neuroquant.variant": "float", "neuroquant.source_sha256": "ab" * 32}
@@ -42,6 +43,17 @@ def test_cnn_parity(tmp_path: Path) -> None:
     path = _export(cnn, tmp_path / "cnn.onnx")
     obs = np.random.default_rng(0).integers(0, 3, size=(64, 9)).astype(np.float32)  # image cell codes
     assert export_parity(cnn, path, obs) <= 1e-5
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_layer_norm_mlp_parity(tmp_path: Path, env_model: GridModel, exporter: str) -> None:
+    """The trainer's default Q-net has a LayerNorm in each hidden layer: ONNX keeps it as one op per layer."""
+    net = layer_norm_mlp((32, 16))
+    path = _export(net, tmp_path / "ln.onnx", exporter)
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert ops.count("LayerNormalization") == 2
+    obs = env_model.observations.reshape(env_model.n_states, -1).astype(np.float32)
+    assert export_parity(net, path, obs) <= 1e-5
 
 
 def test_contract_single_file_opset_and_metadata(mlp_onnx: Path) -> None:

@@ -92,9 +92,11 @@ def reachable_obs(env_model: GridModel) -> np.ndarray:
     return flat_obs(env_model.observations[Oracle(env_model).distance >= 0])
 
 
-def random_mlp(hidden: tuple[int, ...] = (256, 256), seed: int = 0) -> tuple[nn.Module, NetConfig]:
+def random_mlp(
+    hidden: tuple[int, ...] = (256, 256), seed: int = 0, layer_norm: bool = False
+) -> tuple[nn.Module, NetConfig]:
     torch.manual_seed(seed)
-    config = NetConfig(kind="mlp", obs_dim=6, n_actions=3, hidden=hidden)
+    config = NetConfig(kind="mlp", obs_dim=6, n_actions=3, hidden=hidden, layer_norm=layer_norm)
     return build_network(config), config
 
 
@@ -165,6 +167,23 @@ def test_pruned_model_round_trips_through_a_checkpoint(vector_env: GridModel, tm
     assert linear_shapes(loaded) == [(32, 6), (16, 32), (3, 16)]
     np.testing.assert_array_equal(q_values(loaded, obs), q_values(pruned, obs))
     assert loaded_info["params_after"] == info["params_after"]
+
+
+def test_structured_prune_removes_layer_norm_units_with_their_linear(vector_env: GridModel, tmp_path) -> None:
+    """The trainer's default Q-net: torch-pruning's dependency graph drops each removed unit's LayerNorm
+    gain and shift with it, and the result rebuilds from its own checkpoint."""
+    model, config = random_mlp((64, 32), layer_norm=True)
+    obs = reachable_obs(vector_env)
+    pruned, new_config, info = structured_prune(model, config, 0.5, obs, steps=6)
+    assert new_config.layer_norm and new_config.hidden == (32, 16)
+    norms = [m for m in pruned.modules() if isinstance(m, nn.LayerNorm)]
+    assert [tuple(m.weight.shape) for m in norms] == [(32,), (16,)]
+    assert [m.normalized_shape for m in norms] == [(32,), (16,)]
+    assert (
+        info["params_after"] == count_params(pruned) == (6 * 32 + 3 * 32) + (32 * 16 + 3 * 16) + (16 * 3 + 3)
+    )
+    loaded, _, _ = load_checkpoint(save_checkpoint(tmp_path / "p.safetensors", pruned, new_config, info))
+    np.testing.assert_array_equal(q_values(loaded, obs), q_values(pruned, obs))
 
 
 def test_structured_prune_is_seeded(vector_env: GridModel) -> None:

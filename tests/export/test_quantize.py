@@ -17,6 +17,7 @@ from export.quantize import PRECISIONS, equalize_activations, sort_nodes
 from export.sources import SOURCES
 from export.variants import VARIANTS, get_variant
 from gridworld.core import GridModel
+from tests.layer_norm import layer_norm_mlp
 from train.checkpoint import load_checkpoint
 from train.networks import MLPNet
 
@@ -153,6 +154,30 @@ def test_equalize_activations_keeps_the_function_and_levels_the_channels(
         np.testing.assert_allclose(onnx_q_values(path, obs), onnx_q_values(quantized["fp32"], obs), atol=1e-4)
     # Every live channel now peaks at the same value: equalizing again finds nothing to spread.
     assert max(equalize_activations(model, calib)) < 1 + 1e-4
+
+
+def test_layer_norm_net_is_equalized_through_its_norms_and_quantized_around_them(
+    env_model: GridModel, tmp_path: Path
+) -> None:
+    """The trainer's default Q-net (Linear → LayerNorm → ReLU): each LayerNorm's scale and shift take the
+    equalizing division, the function stays, and int8-static puts no Q/DQ pair on a LayerNorm's input."""
+    src = export_onnx(layer_norm_mlp((32, 16)), 6, 3, tmp_path / "ln.onnx", {})
+    calib = reachable_obs(env_model)
+    model = onnx.load_model(str(src))
+    spreads = equalize_activations(model, calib)
+    assert len(spreads) == 2 and min(spreads) > 1.5  # both LayerNorm → Relu → Gemm chains
+    onnx.save_model(model, str(tmp_path / "eq.onnx"))
+    np.testing.assert_allclose(
+        onnx_q_values(tmp_path / "eq.onnx", calib), onnx_q_values(src, calib), atol=1e-4
+    )
+    assert max(equalize_activations(model, calib)) < 1 + 1e-4
+    int8 = tmp_path / "int8.onnx"
+    PRECISIONS["int8-static"].apply(src, int8, calib)
+    graph = onnx.load_model(str(int8)).graph
+    producers = {out: node.op_type for node in graph.node for out in node.output}
+    norms = [node for node in graph.node if node.op_type == "LayerNormalization"]
+    assert len(norms) == 2
+    assert all(producers[node.input[0]] == "Gemm" for node in norms)
 
 
 @pytest.mark.parametrize("precision", ["int8-dynamic", "int8-static"])
