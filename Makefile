@@ -18,7 +18,7 @@ ALGO ?= cql
 RUN_DIR ?= runs/$(ALGO)
 TEACHER ?= $(RUN_DIR)/best.safetensors
 STUDENT_DIR ?= runs/distilled
-# One torch thread is faster than two on 2 shared cores; the step budget is the trainer's default (20k).
+# One torch thread is faster than two on 2 shared cores; the step budget is the trainer's default (40k).
 TRAIN_FLAGS ?= --threads 1 --no-progress
 
 .PHONY: help setup browser run test test-fast lint collect viz train distill export edge bench bench-env report clean

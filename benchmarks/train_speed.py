@@ -1,8 +1,8 @@
 """Offline-trainer throughput: gradient steps per second of the real inner loop.
 
-    python -m benchmarks.train_speed [--steps 2000] [--batch 256] [--hidden 256,256] [--algo cql]
-                                     [--threads 2] [--repeats 5] [--warmup 300] [--compare-autograd]
-                                     [--dataset PATH] [--json PATH]
+    python -m benchmarks.train_speed [--steps 2000] [--batch 256] [--hidden 256,256] [--layer-norm]
+                                     [--algo cql] [--threads 2] [--repeats 5] [--warmup 300]
+                                     [--compare-autograd] [--dataset PATH] [--json PATH]
 
 It times :class:`train.trainer.StepRunner` — a minibatch from the sampler's chunked gather, loss and its
 gradient (hand-written for CQL on an MLP: one compiled call through torch's MKL, train/fused_cql.py, or
@@ -79,15 +79,27 @@ def default_dataset() -> Dataset:
 
 
 def _runner(
-    dataset: Dataset, algo: str, batch: int, hidden: tuple[int, ...], threads: int, autograd: bool
+    dataset: Dataset,
+    algo: str,
+    batch: int,
+    hidden: tuple[int, ...],
+    threads: int,
+    autograd: bool,
+    layer_norm: bool = False,
 ) -> StepRunner:
     """The trainer's step runner for this configuration, on every row of ``dataset``, seeded like a run."""
     config = TrainConfig(
-        algo=algo, batch_size=batch, hidden=hidden, threads=threads, autograd=autograd, out="unused"
+        algo=algo,
+        batch_size=batch,
+        hidden=hidden,
+        threads=threads,
+        autograd=autograd,
+        layer_norm=layer_norm,
+        out="unused",
     )
     torch.manual_seed(0)
     env_model = env_model_from_metadata(dataset.metadata)
-    net = network_config(dataset, env_model, config.hidden)
+    net = network_config(dataset, env_model, config.hidden, layer_norm)
     sampler = TransitionSampler(dataset, np.arange(len(dataset)), 0)
     return StepRunner(build_algo(config, net, sampler), sampler, config)
 
@@ -102,8 +114,12 @@ def measure(
     repeats: int = 5,
     warmup: int = 300,
     compare_autograd: bool = False,
+    layer_norm: bool = False,
 ) -> dict[str, Any]:
     """Median gradient steps/s over ``repeats`` timed blocks of ``steps`` steps, after ``warmup`` steps.
+
+    ``layer_norm`` times the trainer's default network (a LayerNorm in each hidden layer); without it the
+    network is the plain MLP of issue 3's target and of the d3rlpy comparison.
 
     With ``compare_autograd`` the same configuration with ``--autograd`` is timed too, its blocks
     interleaved with the default path's, so both see the same machine load; the ratio of the medians is
@@ -111,7 +127,9 @@ def measure(
     """
     configure_torch(threads)
     paths = {"default": False, "autograd": True} if compare_autograd else {"default": False}
-    runners = {name: _runner(dataset, algo, batch, hidden, threads, ag) for name, ag in paths.items()}
+    runners = {
+        name: _runner(dataset, algo, batch, hidden, threads, ag, layer_norm) for name, ag in paths.items()
+    }
     done = dict.fromkeys(runners, 0)
 
     def run(name: str, n: int) -> float:
@@ -138,6 +156,7 @@ def measure(
         "algo": algo,
         "batch": batch,
         "hidden": list(hidden),
+        "layer_norm": layer_norm,
         "threads": threads,
         "steps_per_repeat": steps,
         "warmup": warmup,
@@ -146,7 +165,9 @@ def measure(
         "min_steps_per_s": min(rates["default"]),
         "max_steps_per_s": max(rates["default"]),
         "repeats": rates["default"],
-        "target_steps_per_s": TARGET_STEPS_PER_S if (batch, tuple(hidden)) == (256, (256, 256)) else None,
+        "target_steps_per_s": (
+            TARGET_STEPS_PER_S if (batch, tuple(hidden), layer_norm) == (256, (256, 256), False) else None
+        ),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         # CPU time the hypervisor took from this VM (both vCPUs) during the timed blocks: a slow median
@@ -181,7 +202,8 @@ def format_result(r: dict[str, Any]) -> str:
         else ""
     )
     return versus + (
-        f"{r['algo']} batch {r['batch']} hidden {'x'.join(map(str, r['hidden']))} on {r['threads']} threads: "
+        f"{r['algo']} batch {r['batch']} hidden {'x'.join(map(str, r['hidden']))}"
+        f"{' with LayerNorm' if r.get('layer_norm') else ''} on {r['threads']} threads: "
         f"median {r['median_steps_per_s']:.0f} steps/s (min {r['min_steps_per_s']:.0f}, max "
         f"{r['max_steps_per_s']:.0f}, {len(r['repeats'])} × {r['steps_per_repeat']} steps, {r['gradient']} "
         f"gradient){verdict}\n"
@@ -216,6 +238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2000, help="gradient steps per timed repeat")
     parser.add_argument("--batch", type=int, default=256, help="minibatch size")
     parser.add_argument("--hidden", default="256,256", help="hidden layer widths")
+    parser.add_argument(
+        "--layer-norm",
+        action="store_true",
+        help="time the trainer's default network (LayerNorm in each hidden layer) instead of a plain MLP",
+    )
     parser.add_argument("--algo", default="cql", choices=algo_names(), help="algorithm whose step is timed")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (the median is reported)")
@@ -245,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.repeats,
         args.warmup,
         args.compare_autograd,
+        args.layer_norm,
     )
     print(format_result(result))
     if args.json:

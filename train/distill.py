@@ -149,9 +149,10 @@ def training_observations(dataset: Dataset, env_model: GridModel) -> np.ndarray:
 def student_config(teacher: NetConfig, config: DistillConfig, teacher_sha256: str) -> NetConfig:
     """The teacher's architecture family and I/O shape with the student's (small) widths."""
     extra = {"variant": "distilled", "teacher_sha256": teacher_sha256, "temperature": config.temperature}
-    return replace(
-        teacher, hidden=config.hidden, channels=min(config.channels, teacher.channels), extra=extra
-    )
+    channels = min(config.channels, teacher.channels)
+    # A plain MLP: the student has no extrapolation to bound (it copies the teacher's choices on every
+    # reachable state) and runs on the edge, where a LayerNorm is one more op per layer.
+    return replace(teacher, hidden=config.hidden, channels=channels, layer_norm=False, extra=extra)
 
 
 def agreement(student: nn.Module, obs: torch.Tensor, teacher_actions: torch.Tensor) -> float:
