@@ -498,9 +498,10 @@ class NumpyBackend(Backend):
         for w, b, buf, relu, norm in self._plan:
             np.dot(x, w, out=buf)
             buf += b
-            if norm is not None:
-                buf -= buf.mean()
-                buf *= np.float32(1.0 / np.sqrt(np.dot(buf, buf) / buf.size + norm.eps))
+            if norm is not None:  # Python floats for the row statistics: ~1 µs a call cheaper than numpy's
+                inv_width = 1.0 / buf.size
+                buf -= float(np.add.reduce(buf)) * inv_width
+                buf *= (float(np.dot(buf, buf)) * inv_width + norm.eps) ** -0.5
                 buf *= norm.scale
                 buf += norm.shift
             if relu:
