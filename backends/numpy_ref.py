@@ -470,7 +470,7 @@ class NumpyBackend(Backend):
         # Per-frame path: preallocated hidden buffers, one matmul/add/max per layer and no temporaries.
         self._hidden = [np.empty(layer.weight.shape[1], np.float32) for layer in self.layers[:-1]]
         self._plan = [
-            (layer.weight, layer.bias, buf, layer.relu, layer.norm)
+            (layer.weight, layer.bias, buf, layer.relu, layer.norm, 1.0 / len(buf))
             for layer, buf in zip(self.layers, self._hidden, strict=False)
         ]
         self._last = self.layers[-1]
@@ -495,11 +495,10 @@ class NumpyBackend(Backend):
 
     def infer_one(self, obs: np.ndarray) -> np.ndarray:
         x = obs if obs.dtype == np.float32 else np.asarray(obs, dtype=np.float32)
-        for w, b, buf, relu, norm in self._plan:
+        for w, b, buf, relu, norm, inv_width in self._plan:
             np.dot(x, w, out=buf)
             buf += b
             if norm is not None:  # Python floats for the row statistics: ~1 µs a call cheaper than numpy's
-                inv_width = 1.0 / buf.size
                 buf -= float(np.add.reduce(buf)) * inv_width
                 buf *= (float(np.dot(buf, buf)) * inv_width + norm.eps) ** -0.5
                 buf *= norm.scale
