@@ -1,9 +1,10 @@
 """Gymnasium wrapper around :class:`gridworld.core.GridWorldCore`, registered as ``NeuroQuant/GridWorld-v0``.
 
-Importing this module registers the environments::
+``import gridworld`` already registers the environments (see :mod:`gridworld.registration`); importing
+this module registers them too, for code written before that::
 
     import gymnasium as gym
-    import gridworld.env  # noqa: F401  (registers NeuroQuant/*)
+    import gridworld  # noqa: F401  (registers NeuroQuant/*)
     env = gym.make("NeuroQuant/GridWorld-v0", obs_mode="image")
 """
 
@@ -24,8 +25,10 @@ from gridworld.core import (
     GridModel,
     GridWorldCore,
 )
+from gridworld.registration import ENV_ID, register_envs
 
-ENV_ID = "NeuroQuant/GridWorld-v0"
+__all__ = ["ENV_ID", "RENDER_FPS", "GridWorldEnv", "observation_space", "register_envs"]
+
 RENDER_FPS = 10
 
 
@@ -99,23 +102,6 @@ class GridWorldEnv(gym.Env):
         if self._window is not None:
             self._window.close()
             self._window = None
-
-
-def register_envs() -> None:
-    """Register the NeuroQuant env ids (idempotent), like MiniGrid's variants with kwargs."""
-    variants = {
-        ENV_ID: {},
-        "NeuroQuant/GridWorld-Image-v0": {"obs_mode": "image"},
-        "NeuroQuant/GridWorld-Procedural-v0": {"layout": "procedural"},
-    }
-    for env_id, kwargs in variants.items():
-        if env_id not in gym.registry:
-            gym.register(
-                id=env_id,
-                entry_point="gridworld.env:GridWorldEnv",
-                max_episode_steps=MAX_STEPS,
-                kwargs=kwargs,
-            )
 
 
 register_envs()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -12,6 +16,15 @@ import gridworld.env
 import gridworld.vector
 from gridworld.env import ENV_ID, GridWorldEnv
 from gridworld.vector import GridWorldVectorEnv
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (warnings are errors: a double registration warns)."""
+    return subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize(
@@ -96,3 +109,50 @@ def test_vector_env_spaces_and_errors() -> None:
         env.reset(seed=[1, 2])
     with pytest.raises(ValueError, match="not supported"):
         GridWorldVectorEnv(2, autoreset_mode=AutoresetMode.DISABLED)
+
+
+@pytest.mark.parametrize(
+    ("imports", "env_id"),
+    [
+        ("import gymnasium as gym, gridworld", ENV_ID),
+        # gymnasium imported after gridworld: registered when it loads, not before.
+        ("import gridworld, sys; assert 'gymnasium' not in sys.modules; import gymnasium as gym", ENV_ID),
+        ("import gymnasium as gym", f"gridworld:{ENV_ID}"),  # Gymnasium imports the module itself
+        ("import gridworld.env, gymnasium as gym, gridworld", "NeuroQuant/GridWorld-Image-v0"),
+    ],
+)
+def test_importing_the_package_registers_the_envs(imports: str, env_id: str) -> None:
+    code = f"{imports}\nenv = gym.make({env_id!r})\nenv.reset(seed=0)\nprint(env.spec.id)"
+    out = _python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == env_id.removeprefix("gridworld:")
+
+
+def test_registration_is_idempotent() -> None:
+    """Every path that registers may run in one process (``-W error``: re-registering would warn)."""
+    code = (
+        "import importlib, gymnasium as gym, gridworld, gridworld.env, gridworld.vector\n"
+        "gridworld.env.register_envs()\n"
+        "importlib.reload(gridworld)\n"
+        "print(sorted(i for i in gym.registry if i.startswith('NeuroQuant/')))"
+    )
+    out = _python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(sorted(gridworld.registration.VARIANTS))
+
+
+def test_package_imports_and_builds_without_gymnasium() -> None:
+    """Where gymnasium cannot be imported, ``import gridworld`` registers nothing and the core works."""
+    code = (
+        "import sys\n"
+        "sys.modules['gymnasium'] = None\n"
+        "import gridworld\n"
+        "assert gridworld.build_model().obs_shape == (6,)\n"
+        "try:\n"
+        "    import gymnasium\n"
+        "except ImportError:\n"
+        "    print('no gymnasium')\n"
+    )
+    out = _python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "no gymnasium"
