@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from common.fileio import atomic_write_text, file_sha256
@@ -70,20 +70,38 @@ class Manifest:
             )
         return matches[0]
 
+    def variants(self) -> list[str]:
+        """The variant names, in manifest order, each once."""
+        return list(dict.fromkeys(a.variant for a in self.artifacts))
+
     def for_backend(self, variant: str, backend: str) -> ArtifactEntry:
+        """The artifact of ``variant`` that ``backend`` runs; the error lists the manifest's variants when
+        ``variant`` is not one of them (a typo), else what that variant has and on which backends."""
+        if variant not in self.variants():
+            raise ManifestError(
+                f"no variant {variant!r} in the manifest; variants: {', '.join(self.variants()) or 'none'}"
+            )
         matches = [a for a in self.artifacts if a.variant == variant and backend in a.backends]
         if not matches:
             have = ", ".join(
                 f"{a.name} ({'/'.join(a.backends)})" for a in self.artifacts if a.variant == variant
             )
             raise ManifestError(
-                f"no artifact of variant {variant!r} runs on backend {backend!r}; "
-                f"that variant has: {have or 'nothing'}"
+                f"no artifact of variant {variant!r} runs on backend {backend!r}; that variant has: {have}"
             )
         return matches[0]
 
     def artifact_path(self, entry: ArtifactEntry) -> Path:
+        """``entry.path`` under :attr:`root`; refused if it would lead anywhere else (a manifest built in
+        memory skips :func:`load_manifest`'s check, so the one place that joins paths checks again)."""
+        check_relative(entry.path, f"artifact {entry.name}: path", self.target)
         return self.root / entry.path
+
+    def companion_path(self, entry: ArtifactEntry, rel: str) -> Path:
+        """A file of ``entry`` besides its main one (a key of ``extra["files"]``), checked like
+        :meth:`artifact_path`."""
+        check_relative(rel, f"artifact {entry.name}: extra.files entry", self.target)
+        return self.root / rel
 
 
 #: Statuses whose files exist and may be loaded: ``ok``; a benchmark also measures gate-``failed`` ones.
@@ -106,6 +124,38 @@ def verify_artifact(manifest: Manifest, entry: ArtifactEntry, allowed: tuple[str
             f"the file was modified or corrupted — re-run `make export TARGET={manifest.target}`"
         )
     return path
+
+
+def check_relative(rel: str, what: str, target: str = "<target>") -> None:
+    """Refuse a manifest path that is absolute or leaves the manifest's folder (DESIGN.md §5).
+
+    Decided on the text alone, before anything is opened or hashed: whatever the file system holds, a
+    manifest must not make a reader (or a bundle) touch files outside its folder. Windows forms (drive
+    letters, backslashes) are refused too, so a manifest means the same on every host.
+    """
+    if not isinstance(rel, str):
+        raise ManifestError(f"{what} {rel!r} is not a string; re-run `make export TARGET={target}`")
+    posix, windows = PurePosixPath(rel), PureWindowsPath(rel)
+    escapes = ".." in posix.parts or ".." in windows.parts
+    if posix.is_absolute() or windows.drive or windows.root or escapes:
+        raise ManifestError(
+            f"{what} {rel!r} is absolute or leaves the manifest's folder (DESIGN.md §5); write it relative "
+            f"to the folder of manifest.json, without a drive or '..' (e.g. 'float/model.onnx'), with the "
+            f"file inside that folder, or re-run `make export TARGET={target}`"
+        )
+
+
+def manifest_paths(entry: ArtifactEntry) -> list[tuple[str, str]]:
+    """Every file path an entry names, as (what it is, path): its own, its companions (``extra["files"]``,
+    OpenVINO's ``.bin``) and a pending engine's ONNX input (``extra["onnx"]``)."""
+    files = entry.extra.get("files", {})
+    if not isinstance(files, dict):
+        raise ManifestError(f"artifact {entry.name}: extra.files must map relative paths to their sha256")
+    paths = [(f"artifact {entry.name}: path", entry.path)]
+    paths += [(f"artifact {entry.name}: extra.files entry", rel) for rel in files]
+    if "onnx" in entry.extra:
+        paths.append((f"artifact {entry.name}: extra.onnx", entry.extra["onnx"]))
+    return paths
 
 
 _REQUIRED = ("schema", "target", "created", "source", "env", "versions", "artifacts")
@@ -133,10 +183,21 @@ def load_manifest(path: str | Path) -> Manifest:
     for a in artifacts:
         if a.status not in STATUSES:
             raise ManifestError(f"{path}: artifact {a.name} has unknown status {a.status!r}")
+        if not isinstance(a.extra, dict):
+            raise ManifestError(f"{path}: artifact {a.name} has a malformed extra ({a.extra!r}); {fix}")
+        try:
+            for what, rel in manifest_paths(a):
+                check_relative(rel, what, raw["target"])
+        except ManifestError as err:
+            raise ManifestError(f"{path}: {err}") from None
     fields = {k: raw[k] for k in _REQUIRED if k != "artifacts"}
     return Manifest(**fields, artifacts=artifacts, root=path.parent)
 
 
 def write_manifest(manifest: Manifest, path: str | Path) -> Path:
-    """Write atomically (temp file + rename), so readers never see half a manifest."""
+    """Write atomically (temp file + rename), so readers never see half a manifest; a path that
+    :func:`load_manifest` would refuse is refused here, so export cannot write a manifest nobody loads."""
+    for entry in manifest.artifacts:
+        for what, rel in manifest_paths(entry):
+            check_relative(rel, what, manifest.target)
     return atomic_write_text(path, json.dumps(manifest.to_dict(), indent=2) + "\n")

@@ -34,7 +34,7 @@ def verify_companions(manifest: Manifest, entry: ArtifactEntry) -> None:
     own hash under ``extra["files"]`` so that a tampered weights file is refused like a tampered graph.
     """
     for rel, meta in dict(entry.extra.get("files", {})).items():
-        path = manifest.root / rel
+        path = manifest.companion_path(entry, rel)
         fix = f"re-run `make export TARGET={manifest.target}`"
         if not path.is_file():
             raise ManifestError(f"{path}: file of artifact {entry.name} missing; {fix}")

@@ -216,10 +216,20 @@ def _build(root: Path, manifest_path: Path) -> Path:
 
 
 def copy_manifest(src: Path, dst_dir: Path, edit=None) -> Path:
-    """A manifest in ``dst_dir`` pointing at the same files (absolute paths), optionally edited."""
+    """A copy in ``dst_dir`` of the manifest ``src`` and of the files it lists (companions and a pending
+    engine's ONNX too), in the same relative layout: artifact paths stay relative to the manifest, as
+    DESIGN.md §5 requires and ``load_manifest`` checks. ``edit(data)`` may change the JSON before it is
+    written; a file it points an entry at belongs in ``dst_dir``, named relative to it."""
+    import shutil
+
+    from backends.manifest import load_manifest, manifest_paths
+
+    for entry in load_manifest(src).artifacts:
+        for _, rel in manifest_paths(entry):
+            if rel and (src.parent / rel).is_file():  # a failed or pending artifact may have no file
+                (dst_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src.parent / rel, dst_dir / rel)
     data = json.loads(src.read_text())
-    for a in data["artifacts"]:
-        a["path"] = str((src.parent / a["path"]).resolve())
     if edit is not None:
         edit(data)
     dst_dir.mkdir(parents=True, exist_ok=True)

@@ -160,3 +160,147 @@ def test_numpy_backend_needs_nothing_but_numpy(manifest_path: Path) -> None:
     b = get_backend("numpy").from_manifest(m, m.entry("float", "onnx"))
     assert b.infer_one(np.zeros(6, np.float32)).shape == (3,)
     assert b.runtime_version().startswith("numpy")
+
+
+def _manifest_with(tmp_path: Path, **changes: object) -> Path:
+    """A one-artifact manifest in ``tmp_path/m`` whose entry has ``changes``; a real file sits outside the
+    folder (``tmp_path/outside.onnx``), so only the path check can stop a reader from opening it."""
+    (tmp_path / "m/float").mkdir(parents=True)
+    (tmp_path / "outside.onnx").write_bytes(b"not yours")
+    (tmp_path / "m/float/model.onnx").write_bytes(b"onnx")
+    entry = {
+        "name": "float/onnx", "variant": "float", "format": "onnx", "precision": "fp32",
+        "path": "float/model.onnx", "sha256": "0" * 64, "size_bytes": 4, "params": 1, "backends": ["numpy"],
+        **changes,
+    }  # fmt: skip
+    manifest = {
+        "schema": 1, "target": "x86", "created": "2026-11-21T00:00:00Z", "source": {}, "versions": {},
+        "env": {"id": "NeuroQuant/GridWorld-v0", "obs_mode": "vector", "obs_shape": [6], "n_actions": 3},
+        "artifacts": [entry],
+    }  # fmt: skip
+    path = tmp_path / "m/manifest.json"
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+@pytest.fixture
+def no_file_access(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records every file opened with ``open`` and makes hashing fail loudly: a refused path must be refused
+    before a reader touches it (the manifest itself is read through ``Path.read_text``, not recorded)."""
+    import builtins
+
+    import backends.manifest
+
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def recording_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    def no_hashing(path: object) -> str:
+        raise AssertionError(f"{path} was hashed: the path check must come first")
+
+    monkeypatch.setattr(builtins, "open", recording_open)
+    monkeypatch.setattr(backends.manifest, "file_sha256", no_hashing)
+    return opened
+
+
+ESCAPING = [
+    "{outside}",  # absolute, to a file that exists
+    "../outside.onnx",
+    "float/../../outside.onnx",
+    "a/../../x",
+    "../../etc/hostname",
+    "/etc/hostname",
+    "C:/Users/x/model.onnx",
+    "C:model.onnx",
+    "\\\\server\\share\\model.onnx",
+    "float\\..\\..\\outside.onnx",
+]
+
+
+@pytest.mark.parametrize("rel", ESCAPING)
+def test_manifest_path_outside_its_folder_is_refused_at_load(
+    tmp_path: Path, no_file_access: list[str], rel: str
+) -> None:
+    rel = rel.format(outside=tmp_path / "outside.onnx")
+    path = _manifest_with(tmp_path, path=rel)
+    with pytest.raises(ManifestError) as err:
+        load_manifest(path)
+    message = str(err.value)
+    assert "artifact float/onnx: path" in message and repr(rel) in message
+    assert "absolute or leaves the manifest's folder" in message and "relative" in message
+    assert "make export TARGET=x86" in message
+    assert no_file_access == []
+
+
+@pytest.mark.parametrize("rel", ["../outside.onnx", "{outside}"])
+def test_companion_and_engine_input_paths_are_checked_too(
+    tmp_path: Path, no_file_access: list[str], rel: str
+) -> None:
+    """OpenVINO's ``.bin`` (``extra["files"]``) and a pending engine's ONNX (``extra["onnx"]``) are files
+    readers open and bundles ship, held to the same rule."""
+    rel = rel.format(outside=tmp_path / "outside.onnx")
+    for extra, what in (
+        (
+            {"files": {"float/model.bin": {"sha256": "0" * 64}, rel: {"sha256": "0" * 64}}},
+            "extra.files entry",
+        ),
+        ({"onnx": rel, "onnx_sha256": "0" * 64}, "extra.onnx"),
+    ):
+        with pytest.raises(
+            ManifestError, match=f"artifact float/onnx: {what} .*leaves the manifest's folder"
+        ):
+            load_manifest(_manifest_with(tmp_path / what.replace(" ", "_"), extra=extra))
+    assert no_file_access == []
+
+
+def test_a_manifest_built_in_memory_is_checked_before_its_file_is_opened(
+    tmp_path: Path, no_file_access: list[str]
+) -> None:
+    """``Manifest.artifact_path`` is the guard for manifests that never went through ``load_manifest``."""
+    import dataclasses
+
+    from backends.manifest import verify_artifact
+
+    m = load_manifest(_manifest_with(tmp_path))
+    escaping = dataclasses.replace(m.artifacts[0], path=str(tmp_path / "outside.onnx"))
+    with pytest.raises(ManifestError, match="absolute or leaves the manifest's folder"):
+        verify_artifact(m, escaping)
+    with pytest.raises(ManifestError, match="absolute or leaves the manifest's folder"):
+        get_backend("numpy").from_manifest(m, escaping)
+    with pytest.raises(ManifestError, match=r"extra\.files entry '\.\./outside\.onnx'"):
+        m.companion_path(escaping, "../outside.onnx")
+    assert no_file_access == []
+
+
+def test_export_cannot_write_a_path_readers_refuse(tmp_path: Path) -> None:
+    import dataclasses
+
+    from backends.manifest import write_manifest
+
+    m = load_manifest(_manifest_with(tmp_path))
+    m.artifacts = [dataclasses.replace(m.artifacts[0], path=str(tmp_path / "m/float/model.onnx"))]
+    with pytest.raises(ManifestError, match="absolute or leaves the manifest's folder"):
+        write_manifest(m, tmp_path / "new/manifest.json")
+    assert not (tmp_path / "new/manifest.json").exists()
+
+
+def test_relative_paths_inside_the_folder_still_load(tmp_path: Path) -> None:
+    m = load_manifest(
+        _manifest_with(tmp_path, path="float/./model.onnx", extra={"files": {"float/x.bin": {}}})
+    )
+    assert m.artifact_path(m.artifacts[0]) == tmp_path / "m/float/model.onnx"
+    failed = load_manifest(_manifest_with(tmp_path / "f", path="", status="failed", reason="conversion"))
+    assert failed.artifacts[0].path == ""  # a failed build wrote nothing: no path to check
+
+
+def test_unknown_variant_lists_the_variants(tmp_path: Path) -> None:
+    m = load_manifest(_manifest_with(tmp_path))
+    with pytest.raises(ManifestError, match=r"no variant 'nosuch' in the manifest; variants: float$"):
+        m.for_backend("nosuch", "numpy")
+    with pytest.raises(
+        ManifestError, match=r"variant 'float' runs on backend 'openvino'.*float/onnx \(numpy\)"
+    ):
+        m.for_backend("float", "openvino")

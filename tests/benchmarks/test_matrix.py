@@ -175,7 +175,8 @@ def test_json_describes_host_settings_and_cells(tiny_run, manifest_path) -> None
 def _tampered_manifest(manifest_path: Path, tmp: Path) -> Path:
     """Failures first in the manifest: a tampered file, a runtime that is not installed; then good cells."""
     good = manifest_path.parent / "float/model.onnx"
-    tampered = tmp / "tampered.onnx"
+    tampered = tmp / "edited/tampered.onnx"  # next to the copied manifest: paths stay relative
+    tampered.parent.mkdir(parents=True)
     data = bytearray(good.read_bytes())
     data[-1] ^= 0xFF
     tampered.write_bytes(bytes(data))
@@ -188,7 +189,7 @@ def _tampered_manifest(manifest_path: Path, tmp: Path) -> Path:
                 **base,
                 "name": "tampered/onnx",
                 "variant": "tampered",
-                "path": str(tampered),
+                "path": tampered.name,
                 "backends": ["numpy"],
             },
         )
@@ -198,7 +199,7 @@ def _tampered_manifest(manifest_path: Path, tmp: Path) -> Path:
                 **base,
                 "name": "float/tensorrt",
                 "format": "tensorrt",
-                "path": str(tmp / "float.engine"),
+                "path": "float.engine",
                 "backends": ["tensorrt"],
             },
         )

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from backends.manifest import load_manifest
 from backends.numpy_ref import NumpyBackend
 from common.fileio import file_sha256
 from edge_runtime.cli import main, resolve_plan
@@ -225,16 +226,15 @@ def test_two_concurrent_runs_never_share_a_number(manifest_path: Path, tmp_path:
 
 
 def test_tampered_model_is_refused_with_a_clear_message(manifest_path: Path, tmp_path: Path) -> None:
-    art = tmp_path / "art"
-    art.mkdir()
     src = manifest_path.parent / "float/model.onnx"
-    bad = art / "model.onnx"
+    bad = tmp_path / "m/art/model.onnx"  # next to the copied manifest: paths stay relative (DESIGN.md §5)
+    bad.parent.mkdir(parents=True)
     bad.write_bytes(src.read_bytes()[:-7] + b"corrupt")
 
     def point_at_bad(d: dict[str, Any]) -> None:
         for a in d["artifacts"]:
             if a["variant"] == "float" and a["format"] == "onnx":
-                a["path"] = str(bad)
+                a["path"] = "art/model.onnx"
 
     manifest = copy_manifest(manifest_path, tmp_path / "m", point_at_bad)
     code, err = _run(manifest, tmp_path / "out", "--fps", "0")
@@ -252,13 +252,14 @@ def test_corrupt_model_with_matching_hash_is_refused(
         pytest.skip("backends/ort.py is not written yet")
     from backends.manifest import file_sha256
 
-    bad = tmp_path / "model.onnx"
+    bad = tmp_path / "m/bad/model.onnx"  # next to the copied manifest: paths stay relative (DESIGN.md §5)
+    bad.parent.mkdir(parents=True)
     bad.write_bytes((manifest_path.parent / "float/model.onnx").read_bytes()[:200])
 
     def point_at_bad(d: dict[str, Any]) -> None:
         for a in d["artifacts"]:
             if a["variant"] == "float" and a["format"] == "onnx":
-                a["path"], a["sha256"] = str(bad), file_sha256(bad)
+                a["path"], a["sha256"] = "bad/model.onnx", file_sha256(bad)
 
     manifest = copy_manifest(manifest_path, tmp_path / "m", point_at_bad)
     code, err = _run(manifest, tmp_path / "out", "--fps", "0", backend=backend)
@@ -277,7 +278,12 @@ def test_wrong_observation_size_is_refused_at_load(manifest_path: Path, tmp_path
 
 def test_bad_variant_and_missing_manifest_exit_2(manifest_path: Path, tmp_path: Path) -> None:
     code, err = _run(manifest_path, tmp_path, variant="nope")
-    assert code == 2 and "no artifact of variant 'nope'" in err
+    variants = ", ".join(load_manifest(manifest_path).variants())  # float, fp16, int8-static, pruned-50
+    assert code == 2 and f"no variant 'nope' in the manifest; variants: {variants}" in err
+    # The variant exists, not for that backend: what it has, and where each runs.
+    code, err = _run(manifest_path, tmp_path, variant="pruned-50", backend="openvino")
+    assert code == 2 and "no artifact of variant 'pruned-50' runs on backend 'openvino'" in err
+    assert "that variant has: pruned-50/torch (torch)" in err
     code, err = _run(tmp_path / "missing.json", tmp_path)
     assert code == 2 and "make export" in err
 
@@ -326,7 +332,6 @@ def test_live_line_and_render_in_a_real_session(
 
 def test_env_settings_come_from_the_manifest_kwargs(manifest_path: Path) -> None:
     """Export records the collect-time env kwargs (layout, layout_seed, obs_mode, max_steps) in env.kwargs."""
-    from backends.manifest import load_manifest
     from edge_runtime.cli import env_settings
 
     m = load_manifest(manifest_path)
