@@ -1,9 +1,11 @@
 """Builds a small, real artifact set for the backend and edge-runtime tests (no dependence on `make export`).
 
-A tiny MLP is fitted to the BFS oracle's actions (so sessions reach the goal and the success statistics
-mean something), saved as a NeuroQuant checkpoint, exported with ``torch.onnx.export``, and turned into
-fp16, int8-static (QDQ, onnxruntime.quantization) and, where openvino is installed, OpenVINO IR variants,
-all listed in a schema-1 manifest written with ``backends.manifest.write_manifest``.
+A tiny MLP that takes the BFS oracle's actions (so sessions reach the goal and the success statistics mean
+something) and a smaller one standing in for its pruned variant — the committed ``tests/fixtures``
+policies, not per-run fits whose quality would depend on the host's float order — are saved as NeuroQuant
+checkpoints, exported with ``torch.onnx.export``, and turned into fp16, int8-static (QDQ,
+onnxruntime.quantization) and, where openvino is installed, OpenVINO IR variants, all listed in a
+schema-1 manifest written with ``backends.manifest.write_manifest``.
 
 Built once per test session under pytest's base temp folder and shared by ``tests/backends`` and
 ``tests/edge_runtime`` (the second caller finds the manifest and reuses it).
@@ -20,33 +22,15 @@ import numpy as np
 
 from backends.manifest import ArtifactEntry, Manifest, file_sha256, write_manifest
 from gridworld.core import build_model
-from gridworld.oracle import Oracle
 
-HIDDEN = (32, 32)
 OBS_DIM, N_ACTIONS = 6, 3
 
 
-def _fit_policy(hidden: tuple[int, ...], seed: int):  # -> (torch module, NetConfig)
-    import torch
-    from torch import nn
+def _fixture_policy(name: str):  # -> (torch module, NetConfig)
+    from tests.fixtures.make_fixtures import load_fixture
 
-    from train.networks import MLPNet, NetConfig
-
-    torch.manual_seed(seed)
-    model = build_model()
-    obs = torch.from_numpy(model.observations[model.start_states])
-    target = torch.from_numpy(Oracle(model).action[model.start_states])
-    config = NetConfig(obs_dim=OBS_DIM, n_actions=N_ACTIONS, hidden=hidden)
-    net = MLPNet(config)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    loss_fn = nn.CrossEntropyLoss()
-    for _ in range(400):
-        opt.zero_grad()
-        loss = loss_fn(net(obs), target)
-        loss.backward()
-        opt.step()
-    net.eval()
-    return net, config
+    net = load_fixture(name)
+    return net, net.config
 
 
 def _export_onnx(net, path: Path) -> None:
@@ -142,8 +126,8 @@ def _build(root: Path, manifest_path: Path) -> Path:
     from train.networks import count_params
 
     root.mkdir(parents=True, exist_ok=True)
-    net, config = _fit_policy(HIDDEN, seed=0)
-    small, small_config = _fit_policy((16, 16), seed=1)
+    net, config = _fixture_policy("policy_32x32")
+    small, small_config = _fixture_policy("policy_28x28")  # stands in for a pruned network
     params, small_params = count_params(net), count_params(small)
     for d in ("float", "fp16", "int8-static", "pruned-50"):
         (root / d).mkdir(exist_ok=True)

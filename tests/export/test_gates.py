@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,43 @@ def test_a_scrambled_artifact_is_failed_with_reason_not_dropped(
     assert "action agreement with the float policy" in entry.reason and "< 0.99" in entry.reason
     assert entry.parity["action_agreement"] < 0.9 and entry.parity["source_max_abs_q_diff"] <= 1e-5
     assert entry.eval["mean_return"] < reference.evaluation.mean_return
+
+
+def _with_flipped_rows(ref: gates.Reference, q: dict[str, np.ndarray], flips: int) -> gates.Reference:
+    """A reference that *is* ``q``, except that on the first ``flips`` reachable states it prefers another
+    action (its best and worst Q swapped), with oracle ties off: the artifact's agreement is then exactly
+    ``1 − flips / N`` on ``states`` and 1.0 on ``dataset``, whatever the float order of this host."""
+    edited = {name: v.copy() for name, v in q.items()}
+    rows = edited["states"][:flips]
+    best, worst = rows.argmax(axis=1), rows.argmin(axis=1)
+    index = np.arange(flips)
+    rows[index, best], rows[index, worst] = rows[index, worst], rows[index, best].copy()
+    return dataclasses.replace(ref, q=edited, optimal=dict.fromkeys(q))
+
+
+@pytest.mark.parametrize("flips", [3, 4])
+def test_the_gate_fails_exactly_below_the_agreement_threshold(
+    tmp_path: Path, teacher_net: MLPNet, reference: gates.Reference, flips: int
+) -> None:
+    """316 acting states: 3 flips leave 0.9905 ≥ 0.99 (ok), 4 leave 0.9873 (failed, with that figure)."""
+    entry = _onnx_entry(tmp_path, teacher_net, "float")
+    q = _source_q(teacher_net, reference)
+    ref = _with_flipped_rows(reference, q, flips)
+    gates.gate(_manifest(tmp_path, entry), entry, ref, q, PROFILE, 1e-5)
+    n = len(reference.obs["states"])
+    agreement = 1 - flips / n
+    assert (agreement >= PROFILE.agreement_threshold) == (flips == 3), n  # the two cases straddle it
+    assert entry.parity["states_agreement"] == entry.parity["states_strict_agreement"] == agreement
+    assert entry.parity["dataset_agreement"] == 1.0 and entry.parity["action_agreement"] == agreement
+    assert entry.parity["source_max_abs_q_diff"] <= 1e-5
+    if agreement >= PROFILE.agreement_threshold:
+        assert (entry.status, entry.reason) == ("ok", None)
+    else:
+        assert entry.status == "failed"
+        assert entry.reason == (
+            f"action agreement with the float policy {agreement:.4f} on states "
+            f"< {PROFILE.agreement_threshold} (target x86)"
+        )
 
 
 def test_q_drift_against_its_own_network_fails_the_gate(

@@ -124,10 +124,12 @@ def test_int8_is_at_most_30_percent_of_fp32_at_pipeline_size(quantized: dict[str
 def test_int8_keeps_the_float_actions(
     quantized: dict[str, Path], teacher_net: MLPNet, env_model: GridModel, precision: str
 ) -> None:
+    """The committed teacher's Q margin is ≥ 0.5 in every acting state (0.61 measured); int8's error stays
+    below half of that (0.23 measured, both precisions), so no action can flip, on any float order."""
     obs = reachable_obs(env_model)
     q, ref = onnx_q_values(quantized[precision], obs), torch_q_values(teacher_net, obs)
-    assert np.abs(q - ref).max() < 0.5
-    assert (q.argmax(1) == ref.argmax(1)).mean() >= 0.99
+    assert np.abs(q - ref).max() < 0.3
+    assert (q.argmax(1) == ref.argmax(1)).all()
 
 
 def test_sort_nodes_orders_a_shuffled_graph(quantized: dict[str, Path]) -> None:
@@ -195,7 +197,7 @@ def test_int8_biases_are_corrected(
 def test_equalization_lowers_the_int8_error_of_the_student(
     student: Path, env_model: GridModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The (64, 64) fixture student: mean |ΔQ| of int8-static 0.105 unequalized, 0.071 equalized."""
+    """The (64, 64) fixture student: mean |ΔQ| of int8-static 0.150 unequalized, 0.097 equalized."""
     net, _, _ = load_checkpoint(student)
     calib = reachable_obs(env_model)
     src = export_onnx(net, 6, 3, tmp_path / "student.onnx", {})
