@@ -21,7 +21,7 @@ STUDENT_DIR ?= runs/distilled
 # One torch thread is faster than two on 2 shared cores; the step budget is the trainer's default (40k).
 TRAIN_FLAGS ?= --threads 1 --no-progress
 
-.PHONY: help setup browser run test test-fast lint collect viz train distill export edge bench bench-env report clean
+.PHONY: help setup browser run test test-fast test-portable lint collect viz train distill export edge bench bench-env report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -66,6 +66,27 @@ test: $(STAMP) browser  ## the whole test suite (slow end-to-end tests included)
 
 test-fast: $(STAMP)  ## the test suite without the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow"
+
+# The float summation order differs between CPUs (AVX-512 or AVX2 kernels, Intel or AMD): DESIGN §9. These
+# tests — the fixture-built backend and export tests, and those whose outcome is a training, pruning or
+# int8 result — run again on two other orders, MKL's reproducible path and ATen's unvectorised kernels
+# (each moved a parity figure on an AMD EPYC host). Both runs share the 2 cores, side by side.
+PORTABLE_TESTS ?= tests/fixtures tests/backends/test_parity.py tests/backends/test_numpy_ref.py tests/export \
+	tests/train/test_algos.py tests/train/test_dqn.py tests/train/test_distill.py tests/train/test_mlp_grad.py \
+	tests/train/test_optim.py tests/train/test_torch_private_api.py
+PORTABLE_PATHS := MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default
+
+test-portable: $(STAMP)  ## the float-sensitive tests again on two other float paths (MKL_CBWR, ATEN_CPU_CAPABILITY)
+	@logs=$$(mktemp -d); pids=(); \
+	for path in $(PORTABLE_PATHS); do \
+		env $$path $(PY) -m pytest -q -p no:cacheprovider $(PORTABLE_TESTS) > $$logs/$$path.log 2>&1 & pids+=($$!); \
+	done; \
+	status=0; i=0; for path in $(PORTABLE_PATHS); do \
+		echo "=== $$path"; \
+		if wait $${pids[$$i]}; then tail -n 3 $$logs/$$path.log; else status=1; cat $$logs/$$path.log; fi; \
+		i=$$((i + 1)); \
+	done; \
+	rm -rf $$logs; exit $$status
 
 lint: $(STAMP)  ## ruff check + format check, hadolint on the Dockerfile
 	$(VENV)/bin/ruff check .

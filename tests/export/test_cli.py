@@ -89,11 +89,17 @@ def _check_manifest(manifest: Manifest, target: str) -> None:
 
 
 @pytest.mark.slow
-def test_x86_export(export_target: Callable[[str], Manifest]) -> None:
+def test_x86_export(export_target: Callable[[str], Manifest], record_property) -> None:
+    """On the committed teacher (Q margin ≥ 0.5 in every acting state), whose int8 error stays far below
+    that margin and whose pruned fine-tune keeps every action on every float path measured
+    (``tests/learning_spread.py``; figures in docs/test-margins.md)."""
     manifest = export_target("x86")
     _check_manifest(manifest, "x86")
     by = {a.name: a for a in manifest.artifacts}
     float_return = manifest.source["eval"]["mean_return"]
+    for name in ("int8-dynamic/onnx", "int8-static/onnx", "pruned-50/onnx", "pruned-50-int8/onnx"):
+        record_property(f"{name} return_ratio", by[name].eval["mean_return"] / float_return)
+        record_property(f"{name} agreement", by[name].parity["action_agreement"])
     core = [
         "float/onnx",
         "float/openvino",

@@ -29,8 +29,11 @@ from train.trainer import TrainConfig, TransitionSampler, build_algo, network_co
 ROOT = Path(__file__).resolve().parents[2]
 #: Small and quick: the learning tests need the algorithms to work, not the 256×256 teacher.
 TINY = {"hidden": (64, 64), "batch_size": 128, "threads": 2, "progress": False, "tensorboard": False}
-#: What "learned the layout" means in these tests (see test_threshold_is_out_of_reach_of_random_play).
-LEARNED_RATIO = 0.6
+#: What "learned the layout" means in these tests: best oracle ratio after 3,000 steps. Measured over seeds
+#: 0-2 on three float paths (python -m tests.learning_spread, docs/test-margins.md) the worst was 0.671
+#: (TD3+BC; BCQ 0.677, CQL 0.719, BC 0.815); random play gives −0.86 and any fixed action ≤ −1.08
+#: (test_threshold_is_out_of_reach_of_random_play).
+LEARNED_RATIO = 0.4
 
 
 def make_dataset(folder: Path, policy: str, episodes: int = 100, seed: int = 0) -> Path:
@@ -157,8 +160,10 @@ LEARN_OVERRIDES: dict[str, dict[str, float]] = {"cql": {"alpha": 0.5}}
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", algo_names())
-def test_each_algorithm_learns_the_default_layout(algo: str, eps_oracle_data: Path, tmp_path: Path) -> None:
-    """Default network, 3,000 steps (~10-20 s on 2 idle cores); measured ratios 0.74-0.84 for seed 0."""
+def test_each_algorithm_learns_the_default_layout(
+    algo: str, eps_oracle_data: Path, tmp_path: Path, learning_seed: int, record_property
+) -> None:
+    """Default network, 3,000 steps (~4-20 s on 2 idle cores)."""
     config = TrainConfig(
         algo=algo,
         dataset=str(eps_oracle_data),
@@ -167,10 +172,12 @@ def test_each_algorithm_learns_the_default_layout(algo: str, eps_oracle_data: Pa
         eval_every=500,
         progress=False,
         tensorboard=False,
+        seed=learning_seed,
         **LEARN_OVERRIDES.get(algo, {}),
     )
     summary = train(config).summary
     best = summary["best"]["eval"]
+    record_property("best_oracle_ratio", best["OracleRatio"])
     assert best["OracleRatio"] >= LEARNED_RATIO, summary["history"]
     # The figures recorded for best.safetensors are those of the file itself.
     model, _, info = load_checkpoint(tmp_path / algo / "best.safetensors")
@@ -180,7 +187,7 @@ def test_each_algorithm_learns_the_default_layout(algo: str, eps_oracle_data: Pa
     assert info["algo"] == algo and info["eval"]["Return"] == pytest.approx(best["Return"])
 
 
-def _unseen_action_q(dataset_path: Path, alpha: float, tmp_path: Path) -> tuple[float, float]:
+def _unseen_action_q(dataset_path: Path, alpha: float, tmp_path: Path, seed: int) -> tuple[float, float]:
     """Mean Q of (state, action) pairs the dataset never shows, and of those it shows, after training."""
     from train.dataset import load_dataset
 
@@ -193,6 +200,7 @@ def _unseen_action_q(dataset_path: Path, alpha: float, tmp_path: Path) -> tuple[
         alpha=alpha,
         holdout=0.0,
         anneal_lr=False,
+        seed=seed,
         **TINY,
     )
     train(config)
@@ -209,23 +217,29 @@ def _unseen_action_q(dataset_path: Path, alpha: float, tmp_path: Path) -> tuple[
 
 
 @pytest.mark.slow
-def test_cql_conservative_term_lowers_q_of_actions_never_taken(oracle_data: Path, tmp_path: Path) -> None:
-    unseen_plain, seen_plain = _unseen_action_q(oracle_data, 0.0, tmp_path)
-    unseen_cql, seen_cql = _unseen_action_q(oracle_data, 2.0, tmp_path)
-    # Same seed, same data, same steps: only the conservative term differs.
-    assert unseen_cql < unseen_plain - 0.5, (unseen_cql, unseen_plain)
-    assert (seen_cql - unseen_cql) > (seen_plain - unseen_plain) + 0.5
+def test_cql_conservative_term_lowers_q_of_actions_never_taken(
+    oracle_data: Path, tmp_path: Path, learning_seed: int, record_property
+) -> None:
+    unseen_plain, seen_plain = _unseen_action_q(oracle_data, 0.0, tmp_path, learning_seed)
+    unseen_cql, seen_cql = _unseen_action_q(oracle_data, 2.0, tmp_path, learning_seed)
+    # Same seed, same data, same steps: only the conservative term differs. Without an effect both figures
+    # would be ~0; measured over seeds 0-2 and three float paths: drop ≥ 5.96, rise ≥ 4.08.
+    record_property("unseen_q_drop", unseen_plain - unseen_cql)
+    record_property("gap_rise", (seen_cql - unseen_cql) - (seen_plain - unseen_plain))
+    assert unseen_cql < unseen_plain - 2.0, (unseen_cql, unseen_plain)
+    assert (seen_cql - unseen_cql) > (seen_plain - unseen_plain) + 2.0
 
 
 @pytest.mark.slow
-def test_bcq_never_picks_a_masked_action(oracle_data: Path) -> None:
+def test_bcq_never_picks_a_masked_action(oracle_data: Path, learning_seed: int, record_property) -> None:
     from train.dataset import load_dataset
     from train.trainer import StepRunner
 
-    config = TrainConfig(algo="bcq", steps=300, out="unused", **TINY)
+    config = TrainConfig(algo="bcq", steps=300, out="unused", seed=learning_seed, **TINY)
     dataset = load_dataset(oracle_data)
     env = build_model()
-    sampler = TransitionSampler(dataset, np.arange(len(dataset)), seed=0)
+    sampler = TransitionSampler(dataset, np.arange(len(dataset)), seed=learning_seed)
+    torch.manual_seed(learning_seed)  # the networks' initial weights, as train() seeds them
     algo = build_algo(config, network_config(dataset, env, config.hidden), sampler)
     runner = StepRunner(algo, sampler, config)
     for step in range(1, config.steps + 1):
@@ -244,7 +258,8 @@ def test_bcq_never_picks_a_masked_action(oracle_data: Path) -> None:
     states = torch.unique(sampler.observations, dim=0)
     with torch.no_grad():
         agree = (deployed(states).argmax(1) == algo.policy_module()(states).argmax(1)).float().mean()
-    assert float(agree) == notes["distill_agreement"] >= 0.99
+    record_property("distill_agreement", float(agree))
+    assert float(agree) == notes["distill_agreement"] >= 0.95  # 1.000 in all nine seed × float-path runs
 
 
 def test_run_logger_merges_steps_and_writes_csv_and_png(tmp_path: Path) -> None:

@@ -1,11 +1,12 @@
 """Distillation: the student learns the teacher's choices, stays small, and the CLI fails readably.
 
-The teacher here is trained in the fixture (a 256×256 MLP regressed onto the oracle's Q-values for a few
-hundred full-batch steps), so these tests do not depend on the offline trainer.
+The teacher is the committed 256×256 fixture of ``tests/fixtures`` (optimal, Q margin ≥ 0.5), so these tests
+depend neither on the offline trainer nor on how a network fits on this host's float order.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,9 @@ import pytest
 import torch
 
 from common.fileio import file_sha256
-from gridworld.core import GridModel, build_model
+from gridworld.core import build_model
 from gridworld.oracle import Oracle
+from tests.fixtures.make_fixtures import path_of
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.collect import CollectConfig, collect
 from train.dataset import save_dataset
@@ -22,18 +24,6 @@ from train.distill import DistillConfig, distill, distill_loss, main, training_o
 from train.networks import NetConfig, build_network, count_params
 
 TEACHER = NetConfig(hidden=(256, 256))
-
-
-def oracle_q(model: GridModel, gamma: float = 0.99) -> tuple[np.ndarray, np.ndarray]:
-    """(decision states, Q*(s, ·)) from BFS distances: reaching the goal in d steps is worth
-    −0.1·(1−γ^(d−1))/(1−γ) + 10·γ^(d−1)."""
-    oracle = Oracle(model)
-    states = np.flatnonzero(oracle.distance > 0)
-    succ = model.next_state[states]
-    d = oracle.distance[succ]
-    value_succ = np.where(d > 0, -0.1 * (1 - gamma ** (d - 1)) / (1 - gamma) + 10 * gamma ** (d - 1), 0.0)
-    q = model.arrive_reward[succ] + gamma * value_succ * ~model.is_terminal[succ]
-    return states, q.astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +34,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         episodes=20, policy="mixed", seed=0, quiet=True, plots=False, out=str(dataset_path)
     )
     save_dataset(dataset_path, collect(config))
-    model = build_model()
-    states, q = oracle_q(model)
-    torch.manual_seed(0)
-    teacher = build_network(TEACHER)
-    x, y = torch.from_numpy(model.observations[states]), torch.from_numpy(q)
-    optimizer = torch.optim.Adam(teacher.parameters(), lr=1e-3)
-    for _ in range(300):
-        loss = torch.nn.functional.mse_loss(teacher(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    teacher_path = save_checkpoint(root / "teacher.safetensors", teacher, TEACHER, {"algo": "oracle-fit"})
+    teacher_path = Path(shutil.copy(path_of("teacher_256x256"), root / "teacher.safetensors"))
     return {"root": root, "dataset": dataset_path, "teacher": teacher_path}
 
 
@@ -96,9 +75,14 @@ def test_training_states_cover_every_reachable_decision_state(files: dict[str, P
     assert len(np.unique(obs, axis=0)) == len(obs)
 
 
-def test_distillation_raises_agreement_with_the_teacher(files: dict[str, Path], tmp_path: Path) -> None:
-    summary = distill(_config(files, tmp_path / "run"))
-    assert summary["teacher_agreement"] >= 0.9
+def test_distillation_raises_agreement_with_the_teacher(
+    files: dict[str, Path], tmp_path: Path, learning_seed: int, record_property
+) -> None:
+    summary = distill(_config(files, tmp_path / "run", seed=learning_seed))
+    record_property("teacher_agreement", summary["teacher_agreement"])
+    record_property("untrained_agreement", summary["untrained_agreement"])
+    # Measured over seeds 0-2 and three float paths: 0.889-0.965 (docs/test-margins.md).
+    assert summary["teacher_agreement"] >= 0.75
     assert summary["teacher_agreement"] > summary["untrained_agreement"] + 0.3
     assert summary["history"][-1]["teacher_agreement"] >= summary["history"][0]["teacher_agreement"] - 0.02
     assert (tmp_path / "run" / "metrics.csv").is_file()

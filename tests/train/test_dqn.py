@@ -82,21 +82,23 @@ def test_config_flags_are_generated_from_the_dataclass() -> None:
         assert exc.value.code == 2
 
 
-def _short(out: Path, per: bool) -> DQNConfig:
+def _short(out: Path, per: bool, seed: int = 0) -> DQNConfig:
     """The default agent on a short budget (24k transitions, 6k updates) with faster ε decay."""
     return DQNConfig(
         out=str(out), per=per, steps=24_000, eps_decay=3_000.0, eval_every=2_000, save_at_ratio=0.0,
-        tensorboard=False, progress=False, seed=0,
+        tensorboard=False, progress=False, seed=seed,
     )  # fmt: skip
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("per", [False, True], ids=["uniform", "per"])
-def test_short_run_learns(tmp_path: Path, per: bool) -> None:
+def test_short_run_learns(tmp_path: Path, per: bool, learning_seed: int, record_property) -> None:
     random_ratio = random_policy_ratio()
     assert random_ratio < -0.5  # uniform actions rarely find the goal in 100 steps (≈ −0.86)
-    result = train_dqn(_short(tmp_path, per))
-    # the best greedy policy succeeds from far more starts than random actions do
+    result = train_dqn(_short(tmp_path, per, learning_seed))
+    record_property("best_oracle_ratio", result.best["oracle_ratio"])
+    # the best greedy policy succeeds from far more starts than random actions do: measured over seeds 0-2 on
+    # three float paths the best ratio was 0.34-0.85 (uniform) and 0.35-0.68 (PER), against −0.86 for random
     assert result.best["oracle_ratio"] > random_ratio + 0.5, [
         round(h["oracle_ratio"], 3) for h in result.history
     ]
