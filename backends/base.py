@@ -61,7 +61,7 @@ class Backend(ABC):
             raise ValueError(f"backend {cls.name} loads {cls.formats}, not {entry.format} ({entry.name})")
         cls.check_available()
         path = verify_artifact(manifest, entry, allowed)
-        backend = cls(path, int(np.prod(manifest.env["obs_shape"])), int(manifest.env["n_actions"]), settings)
+        backend = cls(path, manifest.obs_dim, manifest.output_dim, settings)
         backend.load()
         return backend
 

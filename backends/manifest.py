@@ -10,11 +10,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+import numpy as np
+
 from common.fileio import atomic_write_text, file_sha256
 
 __all__ = ["ArtifactEntry", "Manifest", "ManifestError", "file_sha256", "load_manifest", "write_manifest"]
 
-SCHEMA = 1
+SCHEMA = 2
+"""Schema 2 adds ``task`` (DESIGN.md §3b); ``env`` stays for schema-1 readers."""
+READABLE_SCHEMAS = (1, 2)
+"""A schema-1 manifest (no ``task``) still loads, as the gridworld task its ``env`` describes."""
 STATUSES = ("ok", "failed", "pending-on-device")
 
 
@@ -52,12 +57,47 @@ class Manifest:
     versions: dict[str, str]
     artifacts: list[ArtifactEntry]
     schema: int = SCHEMA
+    task: dict[str, Any] | None = None
+    """The task spec (DESIGN.md §3b, ``tasks.TaskSpec.to_dict()``); None in a schema-1 manifest."""
     root: Path = field(default=Path("."), repr=False, compare=False)
     """Folder the artifact paths are relative to (the manifest's folder); not serialised."""
+
+    def __post_init__(self) -> None:
+        if self.task is None:
+            self.schema = 1  # no task: what it is, and what a schema-1 reader expects
+
+    def task_spec(self) -> Any:
+        """The :class:`tasks.TaskSpec` the artifacts run in; for a schema-1 manifest, the gridworld task
+        its ``env`` describes (observations flattened to float32, Q-values, exact evaluation)."""
+        from tasks import TaskSpec  # lazily: tasks imports the gridworld, the manifest needs neither
+        from tasks.named import gridworld
+
+        try:
+            if self.task is not None:
+                return TaskSpec.from_dict(self.task)
+            return gridworld(self.env.get("obs_mode", "vector"), self.env["id"], self.env.get("kwargs"))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ManifestError(f"the manifest's task is malformed ({err}); re-run `make export`") from err
+
+    @property
+    def obs_dim(self) -> int:
+        """Length of one flattened observation: what every model takes, ``[N, obs_dim]``."""
+        shape = self.task["observation"]["shape"] if self.task is not None else self.env["obs_shape"]
+        return int(np.prod(shape))
+
+    @property
+    def output_dim(self) -> int:
+        """Width of one model output: the number of actions (Q-values, logits) or the action's size."""
+        if self.task is None:
+            return int(self.env["n_actions"])
+        action = self.task["action"]
+        return int(action["n"]) if action["kind"] == "discrete" else int(np.prod(action["shape"]))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("root")
+        if d["task"] is None:  # a schema-1 manifest stays one when rewritten
+            d.pop("task")
         return {"schema": d.pop("schema"), **d}
 
     def entry(self, variant: str, fmt: str | None = None) -> ArtifactEntry:
@@ -174,8 +214,11 @@ def load_manifest(path: str | Path) -> Manifest:
     missing = [k for k in _REQUIRED if k not in raw] if isinstance(raw, dict) else list(_REQUIRED)
     if missing:
         raise ManifestError(f"{path}: missing key(s) {missing}; {fix}")
-    if raw["schema"] != SCHEMA:
-        raise ManifestError(f"{path}: schema {raw['schema']} is not supported (expected {SCHEMA}); {fix}")
+    if raw["schema"] not in READABLE_SCHEMAS:
+        readable = ", ".join(map(str, READABLE_SCHEMAS))
+        raise ManifestError(f"{path}: schema {raw['schema']} is not supported (readable: {readable}); {fix}")
+    if raw["schema"] >= 2 and not isinstance(raw.get("task"), dict):
+        raise ManifestError(f"{path}: a schema-{raw['schema']} manifest needs a 'task' object; {fix}")
     try:
         artifacts = [ArtifactEntry(**a) for a in raw["artifacts"]]
     except TypeError as err:
@@ -191,7 +234,12 @@ def load_manifest(path: str | Path) -> Manifest:
         except ManifestError as err:
             raise ManifestError(f"{path}: {err}") from None
     fields = {k: raw[k] for k in _REQUIRED if k != "artifacts"}
-    return Manifest(**fields, artifacts=artifacts, root=path.parent)
+    manifest = Manifest(**fields, artifacts=artifacts, task=raw.get("task"), root=path.parent)
+    try:
+        manifest.task_spec()  # refuse a malformed task now, not when a backend first needs its shapes
+    except ManifestError as err:
+        raise ManifestError(f"{path}: {err}") from None
+    return manifest
 
 
 def write_manifest(manifest: Manifest, path: str | Path) -> Path:

@@ -2,9 +2,9 @@
 
 Packs what a device needs to run a target's exported policies into ``<out>/neuroquant-<target>.tar.gz``:
 the manifest and the artifacts its runtimes can load, the torch-free ``edge_runtime``, ``backends``,
-``gridworld`` and ``common`` packages, the target profile, the pinned edge requirements, ``run.sh`` and
-``install_edge.sh``, ``build_engines.sh`` where engines are built on the device, and ``SHA256SUMS``.
-On the device: unpack, ``./run.sh --variant float --fps 10``.
+``gridworld``, ``tasks`` and ``common`` packages, the target profile, the pinned edge requirements,
+``run.sh`` and ``install_edge.sh``, ``build_engines.sh`` where engines are built on the device, and
+``SHA256SUMS``. On the device: unpack, ``./run.sh --variant float --fps 10``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from deploy.verify import SUMS, artifact_files, format_sums
 
 HERE = Path(__file__).resolve().parent
 #: Packages the edge runtime imports (all torch-free), shipped whole.
-PACKAGES = ("common", "backends", "edge_runtime", "gridworld")
+PACKAGES = ("common", "backends", "edge_runtime", "gridworld", "tasks")
 #: The part of ``deploy`` a device runs (the start-time check), not the bundler itself.
 DEPLOY_MODULES = ("__init__.py", "verify.py")
 SCRIPTS = ("run.sh", "install_edge.sh")

@@ -6,7 +6,6 @@ artifact, missing runtime) should say why and exit non-zero without leaving empt
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -19,23 +18,26 @@ from edge_runtime.config import SessionConfig, parse_config
 from edge_runtime.session import Session, SessionPlan, SessionResult
 from gridworld.core import MAX_STEPS, build_model
 from gridworld.layouts import LayoutError
+from tasks.envs import gridworld_kwargs
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
 
 
 def env_settings(manifest: Manifest) -> dict[str, Any]:
-    """Layout, layout seed, observation mode and episode cap of the env the artifact was trained on.
-
-    Export may record them at the top level of ``env`` or under ``env["kwargs"]`` (the Gymnasium
-    registration kwargs); the top level wins.
-    """
-    env = dict(manifest.env.get("kwargs") or {})
-    env.update({k: v for k, v in manifest.env.items() if k != "kwargs"})
+    """Layout, layout seed, observation mode and episode cap of the env the artifact was trained on, from
+    the manifest's task (DESIGN.md §3b; a schema-1 manifest's ``env`` stands for the gridworld task)."""
+    spec = manifest.task_spec()
+    kwargs = gridworld_kwargs(spec)
+    if kwargs is None:
+        raise ManifestError(
+            f"task {spec.name!r} ({spec.env.id}): this edge runtime drives the NeuroQuant gridworld only; "
+            f"other Gymnasium tasks are not wired into it yet"
+        )
     return {
-        "layout": env.get("layout", "default"),
-        "layout_seed": int(env.get("layout_seed", 0)),
-        "obs_mode": env.get("obs_mode", "vector"),
-        "max_steps": int(env.get("max_steps", env.get("max_episode_steps", MAX_STEPS))),
+        "layout": kwargs.get("layout", "default"),
+        "layout_seed": int(kwargs.get("layout_seed", 0)),
+        "obs_mode": kwargs.get("obs_mode", "vector"),
+        "max_steps": int(kwargs.get("max_steps", spec.env.max_episode_steps or MAX_STEPS)),
     }
 
 
@@ -50,11 +52,10 @@ def resolve_plan(cfg: SessionConfig) -> SessionPlan:
         settings["layout"], settings["obs_mode"], settings["layout_seed"], settings["max_steps"]
     )
     env_obs = int(model.observations[0].size)
-    want = [int(d) for d in manifest.env.get("obs_shape", [env_obs])]
-    if math.prod(want) != env_obs:
+    if manifest.obs_dim != env_obs:
         raise ManifestError(
-            f"{cfg.manifest}: manifest obs_shape {want} does not match the "
-            f"{settings['obs_mode']} env ({env_obs} values)"
+            f"{cfg.manifest}: the manifest's observations have size {manifest.obs_dim}, the "
+            f"{settings['obs_mode']} env's {env_obs}"
         )
     return SessionPlan(
         manifest=manifest,

@@ -363,6 +363,7 @@ def build(plan: Plan) -> Manifest:
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
                 source=_source_record(plan, ref),
                 env=_env_record(plan),
+                task=_task_record(plan),
                 versions=_versions(),
                 artifacts=entries,
                 root=tmp,
@@ -420,6 +421,15 @@ def _env_record(plan: Plan) -> dict[str, Any]:
         "n_actions": N_ACTIONS,
         "kwargs": meta.get("env_kwargs", {}),
     }
+
+
+def _task_record(plan: Plan) -> dict[str, Any]:
+    """The task (DESIGN.md §3b): the gridworld the dataset was collected on."""
+    from tasks.named import gridworld
+
+    meta = plan.dataset.metadata
+    kwargs = {k: v for k, v in meta.get("env_kwargs", {}).items() if k != "obs_mode"}
+    return gridworld(plan.env_model.obs_mode, meta.get("env_id", DEFAULT_ENV_ID), kwargs).to_dict()
 
 
 def run_export(config: ExportConfig) -> Manifest:

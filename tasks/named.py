@@ -7,18 +7,28 @@ costs nothing until it is asked for.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from gridworld import ENV_ID
 from gridworld.core import MAX_STEPS, N_ACTIONS, VECTOR_OBS_DIM
 from tasks.spec import ActionSpec, EnvSpec, EvaluationSpec, ObservationSpec, TaskSpec
 
+#: Length of a flattened observation per gridworld ``obs_mode``: what its networks take as float32.
+GRIDWORLD_OBS_DIM = {"vector": VECTOR_OBS_DIM, "image": 9}
 
-def gridworld() -> TaskSpec:
-    """The embedded default (DESIGN.md §3): vector observations, Q-values, exact evaluation."""
+
+def gridworld(
+    obs_mode: str = "vector", env_id: str = ENV_ID, kwargs: dict[str, Any] | None = None
+) -> TaskSpec:
+    """The embedded default (DESIGN.md §3): Q-values, exact evaluation; vector observations unless
+    ``obs_mode`` says ``image`` (the 3×3 window, flattened to 9 floats as the networks take it).
+    ``kwargs``: further env kwargs (``layout``, ``layout_seed``) of the dataset the policy was trained on."""
+    if obs_mode not in GRIDWORLD_OBS_DIM:
+        raise ValueError(f"gridworld obs_mode: expected one of {sorted(GRIDWORLD_OBS_DIM)}, got {obs_mode!r}")
     return TaskSpec(
         name="gridworld",
-        env=EnvSpec(ENV_ID, {"obs_mode": "vector"}, MAX_STEPS),
-        observation=ObservationSpec((VECTOR_OBS_DIM,), "float32"),
+        env=EnvSpec(env_id, {**(kwargs or {}), "obs_mode": obs_mode}, MAX_STEPS),
+        observation=ObservationSpec((GRIDWORLD_OBS_DIM[obs_mode],), "float32"),
         action=ActionSpec.discrete(N_ACTIONS),
         output="q",
         evaluation=EvaluationSpec("exact"),

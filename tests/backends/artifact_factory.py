@@ -5,7 +5,7 @@ something) and a smaller one standing in for its pruned variant — the committe
 policies, not per-run fits whose quality would depend on the host's float order — are saved as NeuroQuant
 checkpoints, exported with ``torch.onnx.export``, and turned into fp16, int8-static (QDQ,
 onnxruntime.quantization) and, where openvino is installed, OpenVINO IR variants, all listed in a
-schema-1 manifest written with ``backends.manifest.write_manifest``.
+schema-2 manifest (the gridworld task) written with ``backends.manifest.write_manifest``.
 
 Built once per test session under pytest's base temp folder and shared by ``tests/backends`` and
 ``tests/edge_runtime`` (the second caller finds the manifest and reuses it).
@@ -22,6 +22,7 @@ import numpy as np
 
 from backends.manifest import ArtifactEntry, Manifest, file_sha256, write_manifest
 from gridworld.core import build_model
+from tasks.named import gridworld
 
 OBS_DIM, N_ACTIONS = 6, 3
 
@@ -193,6 +194,7 @@ def _build(root: Path, manifest_path: Path) -> Path:
         },
         versions={},
         artifacts=entries,
+        task=gridworld().to_dict(),
         root=root,
     )
     # Written last and atomically: its presence means the set is complete.

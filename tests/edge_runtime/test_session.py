@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backends.manifest import load_manifest
+from backends.manifest import ManifestError, load_manifest
 from backends.numpy_ref import NumpyBackend
 from common.fileio import file_sha256
 from edge_runtime.cli import main, resolve_plan
@@ -270,6 +270,7 @@ def test_corrupt_model_with_matching_hash_is_refused(
 def test_wrong_observation_size_is_refused_at_load(manifest_path: Path, tmp_path: Path) -> None:
     def image_env(d: dict[str, Any]) -> None:
         d["env"]["obs_mode"], d["env"]["obs_shape"] = "image", [9]
+        d["task"]["env"]["kwargs"]["obs_mode"], d["task"]["observation"]["shape"] = "image", [9]
 
     manifest = copy_manifest(manifest_path, tmp_path / "m", image_env)
     code, err = _run(manifest, tmp_path / "out", "--fps", "0")
@@ -330,16 +331,37 @@ def test_live_line_and_render_in_a_real_session(
     _check_files(tmp_path, 1)
 
 
-def test_env_settings_come_from_the_manifest_kwargs(manifest_path: Path) -> None:
-    """Export records the collect-time env kwargs (layout, layout_seed, obs_mode, max_steps) in env.kwargs."""
+@pytest.mark.parametrize("schema", [1, 2])
+def test_env_settings_come_from_the_manifest_kwargs(manifest_path: Path, schema: int) -> None:
+    """Export records the collect-time env kwargs (layout, layout_seed, obs_mode, max_steps) in the task's
+    env kwargs; a schema-1 manifest (no task) in env.kwargs."""
     from edge_runtime.cli import env_settings
 
     m = load_manifest(manifest_path)
-    m.env["kwargs"] = {"layout": "procedural", "layout_seed": 3, "obs_mode": "vector", "max_steps": 50}
-    m.env.pop("obs_mode")
+    kwargs = {"layout": "procedural", "layout_seed": 3, "obs_mode": "vector", "max_steps": 50}
+    if schema == 1:
+        m.task = None
+        m.env["kwargs"] = kwargs
+    else:
+        m.task["env"]["kwargs"] = kwargs
     assert env_settings(m) == {
         "layout": "procedural",
         "layout_seed": 3,
         "obs_mode": "vector",
         "max_steps": 50,
     }
+
+
+def test_a_task_the_runtime_cannot_drive_is_refused(manifest_path: Path) -> None:
+    from edge_runtime.cli import env_settings
+    from tasks import ActionSpec, EnvSpec, ObservationSpec, TaskSpec
+
+    m = load_manifest(manifest_path)
+    pole = TaskSpec(
+        "cartpole", EnvSpec("CartPole-v1", {}, 500), ObservationSpec((4,)), ActionSpec.discrete(2), "logits"
+    )
+    m.task = pole.to_dict()
+    with pytest.raises(
+        ManifestError, match=r"'cartpole' \(CartPole-v1\): this edge runtime drives the NeuroQuant"
+    ):
+        env_settings(m)

@@ -53,7 +53,7 @@ def _ir_matmul_inputs(xml: Path) -> tuple[list[str], list[list[str]]]:
 def _check_manifest(manifest: Manifest, target: str) -> None:
     """Schema, one entry per (variant, format) the profile lists, hashes and sizes of every file."""
     raw = json.loads((manifest.root / "manifest.json").read_text())
-    assert list(raw)[:1] == ["schema"] and raw["schema"] == 1 and raw["target"] == target
+    assert list(raw)[:1] == ["schema"] and raw["schema"] == 2 and raw["target"] == target
     assert {"torch", "onnx", "onnxruntime", "openvino"} <= set(raw["versions"])
     assert raw["env"]["obs_shape"] == [6] and raw["env"]["n_actions"] == 3
     assert len(raw["source"]["sha256"]) == 64
