@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
+
 from backends.base import Backend, BackendUnavailable
 from backends.manifest import LOADABLE, Manifest, ManifestError, load_manifest
 from backends.profiles import ProfileError, load_profile
@@ -18,21 +20,20 @@ from edge_runtime.config import SessionConfig, parse_config
 from edge_runtime.session import Session, SessionPlan, SessionResult
 from gridworld.core import MAX_STEPS, build_model
 from gridworld.layouts import LayoutError
+from tasks import TaskUnavailable, make_env
 from tasks.envs import gridworld_kwargs
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
 
 
-def env_settings(manifest: Manifest) -> dict[str, Any]:
-    """Layout, layout seed, observation mode and episode cap of the env the artifact was trained on, from
-    the manifest's task (DESIGN.md §3b; a schema-1 manifest's ``env`` stands for the gridworld task)."""
+def env_settings(manifest: Manifest) -> dict[str, Any] | None:
+    """Layout, layout seed, observation mode and episode cap of the gridworld the artifact was trained on,
+    from the manifest's task (DESIGN.md §3b; a schema-1 manifest's ``env`` stands for the gridworld task);
+    None when the task is another Gymnasium env."""
     spec = manifest.task_spec()
     kwargs = gridworld_kwargs(spec)
     if kwargs is None:
-        raise ManifestError(
-            f"task {spec.name!r} ({spec.env.id}): this edge runtime drives the NeuroQuant gridworld only; "
-            f"other Gymnasium tasks are not wired into it yet"
-        )
+        return None
     return {
         "layout": kwargs.get("layout", "default"),
         "layout_seed": int(kwargs.get("layout_seed", 0)),
@@ -42,25 +43,37 @@ def env_settings(manifest: Manifest) -> dict[str, Any]:
 
 
 def resolve_plan(cfg: SessionConfig) -> SessionPlan:
-    """Manifest + profile + CLI → the artifact, the env model and the limits; raises on bad input."""
+    """Manifest + profile + CLI → the artifact, the task (and the gridworld's tables) and the limits;
+    raises on bad input (a Gymnasium task whose env cannot be made here: :class:`tasks.TaskUnavailable`)."""
     manifest = load_manifest(cfg.manifest)
     target = cfg.target or manifest.target
     profile = load_profile(target)
     entry = manifest.for_backend(cfg.variant, cfg.backend)
+    task = manifest.task_spec()
     settings = env_settings(manifest)
-    model = build_model(
-        settings["layout"], settings["obs_mode"], settings["layout_seed"], settings["max_steps"]
-    )
-    env_obs = int(model.observations[0].size)
+    model = None
+    if settings is not None:
+        model = build_model(
+            settings["layout"], settings["obs_mode"], settings["layout_seed"], settings["max_steps"]
+        )
+        env_obs, where = int(model.observations[0].size), f"{settings['obs_mode']} env's"
+    else:
+        if cfg.render:
+            raise ValueError(f"--render draws the gridworld only; task {task.name!r} is {task.env.id}")
+        env = make_env(task)  # made once here, so a missing simulator is reported before the session
+        try:
+            env_obs, where = int(np.prod(env.observation_space.shape)), f"{task.env.id} env's"
+        finally:
+            env.close()
     if manifest.obs_dim != env_obs:
         raise ManifestError(
-            f"{cfg.manifest}: the manifest's observations have size {manifest.obs_dim}, the "
-            f"{settings['obs_mode']} env's {env_obs}"
+            f"{cfg.manifest}: the manifest's observations have size {manifest.obs_dim}, the {where} {env_obs}"
         )
     return SessionPlan(
         manifest=manifest,
         manifest_path=Path(cfg.manifest),
         entry=entry,
+        task=task,
         model=model,
         fps=float(cfg.fps if cfg.fps is not None else profile.fps),
         latency_budget_ms=float(
@@ -100,6 +113,9 @@ def main(argv: list[str] | None = None, stream: TextIO | None = None) -> int:
     except (ManifestError, ProfileError, LayoutError, ValueError) as err:
         out.write(f"edge_runtime: {err}\n")
         return EXIT_USAGE
+    except TaskUnavailable as err:  # the manifest is fine, this host lacks the simulator
+        out.write(f"edge_runtime: {err}\n")
+        return EXIT_ERROR
     try:
         backend = load_backend(cfg, plan)
     except (BackendUnavailable, ManifestError, ValueError, OSError, RuntimeError) as err:

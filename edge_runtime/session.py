@@ -18,7 +18,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import random
 import signal
 import sys
 import time
@@ -35,12 +34,13 @@ import numpy as np
 from backends.base import Backend
 from backends.manifest import ArtifactEntry, Manifest
 from edge_runtime.config import SessionConfig
+from edge_runtime.envs import GridLoopEnv, GymLoopEnv
 from edge_runtime.hostinfo import host_info
 from edge_runtime.live import LiveLine
 from edge_runtime.numbering import claim_session
 from edge_runtime.pacing import Pacer
-from gridworld.core import GridModel, GridWorldCore
-from gridworld.oracle import Oracle, return_for_distance
+from gridworld.core import ACTION_NAMES, GridModel
+from tasks import NonFiniteAction, TaskSpec, action_bounds, confidence_interval
 
 CSV_COLUMNS = (
     "timestamp_ns",
@@ -50,24 +50,29 @@ CSV_COLUMNS = (
     "reward",
     "cumulative_reward",
     "latency_ms",
+    "env_ms",
     "frame_ms",
     "mem_mb",
     "fps",
     "deadline_miss",
+    "artifact",
 )
 """DESIGN.md §7, in order. ``timestamp_ns``: frame start, Unix epoch ns (monotonic clock + one offset);
-``frame``: frame index in the session; ``latency_ms``: the ``infer_one`` call; ``frame_ms``: the frame's
-busy time (inference + argmax + env step); ``mem_mb``: last RSS sample; ``fps``: 1 / interval between
-this frame's start and the previous one's (empty for the first frame); ``deadline_miss``: 1 if the frame
-started later than the tolerance."""
+``frame``: frame index in the session; ``action``: the index (discrete tasks) or the ``;``-joined vector
+(box tasks); ``latency_ms``: the ``infer_one`` call; ``env_ms``: the env step alone, so the simulator's
+cost is never read as the device's; ``frame_ms``: the frame's busy time (inference + action rule + env
+step); ``mem_mb``: last RSS sample; ``fps``: 1 / interval between this frame's start and the previous
+one's (empty for the first frame); ``deadline_miss``: 1 if the frame started later than the tolerance;
+``artifact``: the model that acted."""
 
 STOP_COMPLETED = "completed"
 STOP_BUDGET = "latency_budget_exceeded"
 STOP_SIGNAL = "signal"
+STOP_NON_FINITE = "error: non-finite action"
 
 _MB = 1024.0 * 1024.0
 # %-formatting is ~15% faster than f-strings here; latency/frame_ms keep 1 ns resolution in ms.
-_ROW_FORMAT = "%d,%d,%d,%d,%.6g,%.6g,%.6f,%.6f,%.2f,%.2f,%d\n"
+_ROW_FORMAT = "%d,%d,%d,%s,%.6g,%.6g,%.6f,%.6f,%.6f,%.2f,%.2f,%d,%s\n"
 #: Rows buffered before a flush regardless of time: bounds memory at high FPS (~1 MB of tuples).
 FLUSH_ROWS = 2048
 
@@ -79,8 +84,11 @@ class SessionPlan:
     manifest: Manifest
     manifest_path: Path
     entry: ArtifactEntry
-    model: GridModel
-    """The env (its ``max_steps`` is the episode limit)."""
+    task: TaskSpec
+    """What the artifact acts in (DESIGN.md §3b): its env, observation and action rule."""
+    model: GridModel | None
+    """The gridworld's tables when the task is the gridworld (its ``max_steps`` is the episode limit);
+    None for any other task, which runs through Gymnasium."""
     fps: float
     latency_budget_ms: float
     target: str
@@ -224,6 +232,7 @@ class Session:
         self.stop_reason: str | None = None
         self.signal_number: int | None = None
         self.error_traceback: str | None = None
+        self.error_detail: str | None = None
 
     # ---------------------------------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -257,7 +266,7 @@ class Session:
         self.latencies = array("q")
         self.lateness = array("q")
         self.intervals = array("q")
-        self.episode_stats: list[tuple[float, bool, int, float]] = []
+        self.episode_stats: list[tuple[float, bool | None, int, float | None]] = []
         self.frames = 0
         self.misses = 0
         self.total_reward = 0.0
@@ -272,6 +281,9 @@ class Session:
                 if cfg.render:
                     window = self._open_window()
                 self._loop(window)
+            except NonFiniteAction as err:
+                self.stop_reason = STOP_NON_FINITE
+                self.error_detail = str(err)
             except Exception as err:
                 self.stop_reason = f"error: {type(err).__name__}: {err}"
                 self.error_traceback = traceback.format_exc()
@@ -302,18 +314,21 @@ class Session:
 
     # ---------------------------------------------------------------------------------------------------
     def _loop(self, window: Any) -> None:
+        cfg, plan = self.config, self.plan
+        env: GridLoopEnv | GymLoopEnv
+        env = GridLoopEnv(plan.model, cfg.seed) if plan.model is not None else GymLoopEnv(plan.task, cfg.seed)
+        self.env = env
+        try:
+            self._run_frames(env, window)
+        finally:
+            env.close()
+
+    def _run_frames(self, env: GridLoopEnv | GymLoopEnv, window: Any) -> None:
         cfg, plan, backend = self.config, self.plan, self.backend
-        env = GridWorldCore(model=plan.model)
-        flat = plan.model.obs_mode != "vector"  # image windows reach the model as flat float32
-        oracle_distance = Oracle(plan.model).distance
-        max_steps_env = plan.model.max_steps
-        # The stdlib generator draws the starts: numpy.random would add ~2 MB (and OpenSSL, via its
-        # `secrets` import) to a process budgeted at 64 MB. Same seed, same sequence of episodes.
-        env.rng = random.Random(cfg.seed)
+        discrete = plan.task.action.kind == "discrete"
+        low, high = (None, None) if discrete else action_bounds(plan.task)
         obs = env.reset()
-        if flat:
-            obs = obs.reshape(-1).astype(np.float32)
-        start_state = env.state
+        optimal = env.optimal_return()
 
         pacer = Pacer(
             plan.fps,
@@ -326,20 +341,23 @@ class Session:
         )
         self.pacer = pacer
         read_rss = rss_reader()
-        live = None if cfg.quiet else LiveLine(self.live_stream)
+        names = ACTION_NAMES if plan.model is not None else None
+        live = None if cfg.quiet else LiveLine(self.live_stream, action_names=names)
         render = None
         if window is not None:
             from gridworld.render import render_rgb
 
             layout = plan.model.layout
+            core = env.core
 
             def render() -> None:
-                window.show(render_rgb(layout, *env.agent))
+                window.show(render_rgb(layout, *core.agent))
 
         # Locals: attribute and global lookups cost real time at 50,000+ frames a second.
         clock = time.perf_counter_ns
         infer_one = backend.infer_one
         step = env.step
+        isfinite, clip = np.isfinite, np.clip
         rows_append = self.rows.append
         lat_append, late_append, int_append = (
             self.latencies.append,
@@ -377,11 +395,15 @@ class Session:
                 t0 = clock()
                 q = infer_one(obs)
                 t1 = clock()
-                action = int(q.argmax())
+                if discrete:
+                    action = int(q.argmax())
+                else:  # box: the runtime only clips (unscaling is inside the graph, DESIGN.md §3b)
+                    if not isfinite(q).all():
+                        raise NonFiniteAction(f"non-finite action: the model returned {q.tolist()}")
+                    action = clip(q, low, high)
+                ta = clock()
                 obs, reward, terminated, truncated = step(action)
                 t2 = clock()
-                if flat:
-                    obs = obs.reshape(-1).astype(np.float32)
                 cumulative += reward
                 ep_len += 1
                 lat = t1 - t0
@@ -402,6 +424,7 @@ class Session:
                         reward,
                         cumulative,
                         lat,
+                        t2 - ta,
                         t2 - t0,
                         mem_mb,
                         t0 - prev_start,
@@ -415,14 +438,7 @@ class Session:
                 prev_start = t0
                 frame += 1
                 if terminated or truncated:
-                    self.episode_stats.append(
-                        (
-                            cumulative,
-                            bool(terminated),
-                            ep_len,
-                            float(return_for_distance(oracle_distance[start_state], max_steps_env)),
-                        )
-                    )
+                    self.episode_stats.append((cumulative, env.success(terminated), ep_len, optimal))
                     self.total_reward += cumulative
                     episode += 1
                     cumulative, ep_len = 0.0, 0
@@ -430,9 +446,7 @@ class Session:
                         self.stop_reason = STOP_COMPLETED
                     else:
                         obs = env.reset()
-                        if flat:
-                            obs = obs.reshape(-1).astype(np.float32)
-                        start_state = env.state
+                        optimal = env.optimal_return()
                 if lat > budget_ns and self.stop_reason is None:
                     self.stop_reason = STOP_BUDGET
                 if frame >= max_frames and self.stop_reason is None:
@@ -488,10 +502,27 @@ class Session:
         off = self.epoch_offset_ns
         fmt = _ROW_FORMAT
         nan = float("nan")
+        name = self.plan.entry.name
+        discrete = self.plan.task.action.kind == "discrete"
         text = "".join(
             [
-                fmt % (t0 + off, ep, fr, a, r, cum, lat / 1e6, busy / 1e6, mem, 1e9 / iv if fr else nan, miss)
-                for t0, ep, fr, a, r, cum, lat, busy, mem, iv, miss in rows
+                fmt
+                % (
+                    t0 + off,
+                    ep,
+                    fr,
+                    a if discrete else ";".join([f"{v:.6g}" for v in a.reshape(-1)]),
+                    r,
+                    cum,
+                    lat / 1e6,
+                    env / 1e6,
+                    busy / 1e6,
+                    mem,
+                    1e9 / iv if fr else nan,
+                    miss,
+                    name,
+                )
+                for t0, ep, fr, a, r, cum, lat, env, busy, mem, iv, miss in rows
             ]
         )
         self.csv.write(text.replace(",nan,", ",,"))  # the first frame has no previous one to rate against
@@ -506,7 +537,6 @@ class Session:
         pacer = self.pacer
         stats = self.episode_stats
         returns = np.array([s[0] for s in stats])
-        oracle = np.array([s[3] for s in stats])
         frames = len(lat)
         inst_fps = np.sort(1e9 / intervals[intervals > 0]) if intervals.size else np.array([])
         paced = pacer is not None and not pacer.uncapped
@@ -517,6 +547,8 @@ class Session:
             "stop_reason": self.stop_reason or "error: the session ended without a reason",
             "signal_number": self.signal_number,
             "target": plan.target,
+            "task": plan.task.name,
+            "env_id": plan.task.env.id,
             "manifest_target": plan.manifest.target,
             "backend": self.backend.name,
             "variant": entry.variant,
@@ -562,22 +594,42 @@ class Session:
             "episodes": len(stats),
             # Every reward of the session: finished episodes plus the one a stop cut short.
             "total_reward": round(float(returns.sum()) + (partial[0] if partial else 0.0), 6),
-            "returns": {
-                "mean_return": round(float(returns.mean()), 6) if len(stats) else None,
-                "success_rate": round(float(np.mean([s[1] for s in stats])), 6) if stats else None,
-                "mean_length": round(float(np.mean([s[2] for s in stats])), 3) if stats else None,
-                "oracle_return": round(float(oracle.mean()), 6) if len(stats) else None,
-                "oracle_ratio": round(float(returns.sum() / oracle.sum()), 6)
-                if len(stats) and oracle.sum()
-                else None,
-                "note": "per finished episode; optimal return = the BFS oracle's from that episode's start",
-            },
+            "returns": _returns(stats),
             "partial_episode": {"return": round(partial[0], 6), "length": partial[1]} if partial else None,
             "config": cfg.to_dict(),
         }
+        if self.error_detail:
+            summary["error_detail"] = self.error_detail
         if self.error_traceback:
             summary["traceback"] = self.error_traceback
         return summary
+
+
+def _returns(stats: list[tuple[float, bool | None, int, float | None]]) -> dict[str, Any]:
+    """The finished episodes' figures: mean return, its 95% CI (two episodes or more), success rate where
+    the env says, and on the gridworld the oracle ratio (the BFS optimum from each episode's start)."""
+    if not stats:
+        keys = ("mean_return", "ci95", "success_rate", "mean_length", "oracle_return", "oracle_ratio")
+        return dict.fromkeys(keys)
+    returns = np.array([s[0] for s in stats])
+    successes = [s[1] for s in stats if s[1] is not None]
+    out: dict[str, Any] = {
+        "mean_return": round(float(returns.mean()), 6),
+        "ci95": [round(v, 6) for v in confidence_interval(returns)[2]] if len(returns) > 1 else None,
+        "success_rate": round(float(np.mean(successes)), 6) if successes else None,
+        "mean_length": round(float(np.mean([s[2] for s in stats])), 3),
+        "oracle_return": None,
+        "oracle_ratio": None,
+    }
+    optimal = [s[3] for s in stats]
+    if all(o is not None for o in optimal):
+        oracle = np.array(optimal, dtype=np.float64)
+        out["oracle_return"] = round(float(oracle.mean()), 6)
+        out["oracle_ratio"] = round(float(returns.sum() / oracle.sum()), 6) if oracle.sum() else None
+        out["note"] = "per finished episode; optimal return = the BFS oracle's from that episode's start"
+    else:
+        out["note"] = "per finished episode; episode i was reset with seed (--seed) + i"
+    return out
 
 
 def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:

@@ -16,8 +16,8 @@ from tests.deploy.conftest import BASE_PYTHON, clean_env, unpack
 
 # DESIGN.md §7, as written there
 COLUMNS = (
-    "timestamp_ns, episode, frame, action, reward, cumulative_reward, latency_ms, frame_ms, mem_mb, fps, "
-    "deadline_miss"
+    "timestamp_ns, episode, frame, action, reward, cumulative_reward, latency_ms, env_ms, frame_ms, mem_mb, "
+    "fps, deadline_miss, artifact"
 ).split(", ")
 
 

@@ -20,7 +20,8 @@ HEADER = (
     "action_agreement,loop_fps,deadline_misses,lateness_p99_us,value,unit"
 ).split(",")
 SESSION_HEADER = (
-    "timestamp_ns,episode,frame,action,reward,cumulative_reward,latency_ms,frame_ms,mem_mb,fps,deadline_miss"
+    "timestamp_ns,episode,frame,action,reward,cumulative_reward,latency_ms,env_ms,frame_ms,mem_mb,fps,"
+    "deadline_miss,artifact"
 ).split(",")
 ORACLE = 8.8
 
@@ -190,10 +191,12 @@ def write_session(
                     reward,
                     round(cumulative, 2),
                     lat[i],
+                    0.004,
                     round(lat[i] + 0.02, 6),
                     77.2,
                     fps,
                     int(i == 50),
+                    "float/onnx",
                 ]
             )
     lat_us = lat * 1e3

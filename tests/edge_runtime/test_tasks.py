@@ -1,0 +1,148 @@
+"""Sessions on Gymnasium tasks (DESIGN.md §3b, §7): CartPole (discrete) and Pendulum (box) through the same
+loop, torch-free, with ``env_ms`` and ``artifact`` in every row.
+
+The models are one-layer ONNX graphs written with ``onnx.helper``, with weights chosen by hand, so their
+behaviour is known without training: the CartPole controller pushes toward the pole's lean
+(θ + 0.5·θ̇ > 0 → push right), which balances every seed for the full 500 steps; the Pendulum one
+returns −40·θ̇, mostly far outside the ±2 bounds, so most actions are clipped.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from backends.manifest import ArtifactEntry, Manifest, file_sha256, write_manifest
+from edge_runtime.cli import main
+from edge_runtime.session import CSV_COLUMNS, STOP_NON_FINITE
+from tasks import from_env
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _gemm_model(path: Path, weight: np.ndarray, bias: np.ndarray) -> Path:
+    """``y = x · weightᵀ + bias`` as a one-node ONNX graph with a dynamic batch."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    out_dim, in_dim = weight.shape
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["obs", "W", "b"], ["out"], transB=1)],
+        "policy",
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", in_dim])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", out_dim])],
+        [
+            numpy_helper.from_array(weight.astype(np.float32), "W"),
+            numpy_helper.from_array(bias.astype(np.float32), "b"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _manifest(root: Path, env_id: str, models: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
+    """A schema-2 manifest with one ONNX artifact per ``variant → (weight, bias)``."""
+    task = from_env(env_id)
+    entries = []
+    for variant, (weight, bias) in models.items():
+        (root / variant).mkdir(parents=True)
+        path = _gemm_model(root / variant / "model.onnx", weight, bias)
+        entries.append(
+            ArtifactEntry(
+                name=f"{variant}/onnx", variant=variant, format="onnx", precision="fp32",
+                path=f"{variant}/model.onnx", sha256=file_sha256(path), size_bytes=path.stat().st_size,
+                params=weight.size + bias.size, backends=["onnxruntime", "numpy"],
+            )
+        )  # fmt: skip
+    env = {"id": env_id, "obs_shape": list(task.observation.shape), "n_actions": 0}
+    m = Manifest("x86", "2026-12-02T00:00:00Z", {}, env, {}, entries, task=task.to_dict())
+    return write_manifest(m, root / "manifest.json")
+
+
+@pytest.fixture(scope="module")
+def cartpole(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    lean = np.array([0.0, 0.0, 1.0, 0.5])  # θ + 0.5·θ̇: where the pole is falling
+    return _manifest(
+        tmp_path_factory.mktemp("cartpole"), "CartPole-v1", {"float": (np.stack([-lean, lean]), np.zeros(2))}
+    )
+
+
+@pytest.fixture(scope="module")
+def pendulum(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    models = {
+        "float": (np.array([[0.0, 0.0, -40.0]]), np.zeros(1)),  # obs [cos θ, sin θ, θ̇]
+        "broken": (np.zeros((1, 3)), np.array([np.nan])),  # a model gone bad: NaN for every input
+    }
+    return _manifest(tmp_path_factory.mktemp("pendulum"), "Pendulum-v1", models)
+
+
+def _session(out: Path) -> tuple[pd.DataFrame, dict]:
+    (csv_path,) = sorted(out.glob("session_*.csv"))
+    return pd.read_csv(csv_path), json.loads(csv_path.with_suffix(".json").read_text())
+
+
+def test_a_cartpole_session_runs_torch_free_and_times_the_env_step(cartpole: Path, tmp_path: Path) -> None:
+    """In a fresh interpreter where importing torch (or pandas, matplotlib, onnx) fails: gymnasium is what a
+    CartPole device needs, and all it needs besides numpy and the runtime."""
+    probe = f"""
+import importlib.abc, json, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "pandas", "matplotlib", "onnx"):
+            raise ImportError(name + " is not allowed on the edge path")
+from edge_runtime.cli import main
+sys.meta_path.insert(0, Block())
+argv = ["--manifest", {str(cartpole)!r}, "--variant", "float", "--fps", "0", "--episodes", "3", "--quiet"]
+out = {str(tmp_path)!r}
+codes = [main([*argv, "--backend", b, "--out", out + "/" + b]) for b in ("onnxruntime", "numpy")]
+print(json.dumps({{"codes": codes, "torch": "torch" in sys.modules}}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"codes": [0, 0], "torch": False}
+    for backend in ("onnxruntime", "numpy"):
+        df, summary = _session(tmp_path / backend)
+        assert tuple(df.columns) == CSV_COLUMNS
+        assert summary["task"] == "cartpole" and summary["env_id"] == "CartPole-v1"
+        assert summary["stop_reason"] == "completed" and summary["episodes"] == 3
+        # The hand-made controller balances every seed to the time limit.
+        assert summary["returns"]["mean_return"] == 500.0 and summary["returns"]["ci95"] == [500.0, 500.0]
+        assert summary["returns"]["oracle_ratio"] is None and len(df) == 1500
+        assert set(df["action"]) == {0, 1} and (df["artifact"] == "float/onnx").all()
+        assert (df["env_ms"] > 0).all() and (df["frame_ms"] >= df["env_ms"] + df["latency_ms"]).all()
+
+
+def test_box_actions_are_clipped_and_logged(pendulum: Path, tmp_path: Path) -> None:
+    argv = ["--manifest", str(pendulum), "--variant", "float", "--backend", "onnxruntime", "--fps", "0"]
+    assert main([*argv, "--episodes", "2", "--out", str(tmp_path), "--quiet"]) == 0
+    df, summary = _session(tmp_path)
+    assert summary["stop_reason"] == "completed" and len(df) == 2 * 200
+    actions = df["action"].astype(float)
+    assert actions.between(-2.0, 2.0).all() and (actions.abs() == 2.0).mean() > 0.5
+    assert summary["returns"]["success_rate"] is None and summary["returns"]["ci95"] is not None
+
+
+def test_a_non_finite_action_stops_the_session_with_its_reason(pendulum: Path, tmp_path: Path) -> None:
+    argv = ["--manifest", str(pendulum), "--variant", "broken", "--backend", "onnxruntime", "--fps", "0"]
+    assert main([*argv, "--episodes", "2", "--out", str(tmp_path), "--quiet"]) == 1
+    df, summary = _session(tmp_path)
+    assert summary["stop_reason"] == STOP_NON_FINITE == "error: non-finite action"
+    assert "nan" in summary["error_detail"] and summary["frames"] == 0 and df.empty
+
+
+def test_render_is_refused_for_a_gymnasium_task(cartpole: Path, tmp_path: Path) -> None:
+    argv = ["--manifest", str(cartpole), "--variant", "float", "--backend", "numpy", "--render"]
+    assert main([*argv, "--out", str(tmp_path), "--quiet"]) == 2
+    assert not list(tmp_path.glob("session_*"))
