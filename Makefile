@@ -29,7 +29,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[edge,train,export,report,fleet,dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[edge,train,export,report,fleet,dev,zoo]"
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv with the pinned versions (idempotent)

@@ -1,0 +1,96 @@
+"""The pieces a loaded policy is built from: an MLP with what surrounds it in the original library baked in.
+
+A foreign policy is more than its layers: observation normalisation before them (SB3's VecNormalize),
+and after them a squash, an unscaling from [−1, 1] to the env's bounds, or a clip that the library applies
+outside the network in ``predict``. DESIGN.md §3b puts all of it inside the exported graph, so the device
+runs one model and only clips; each piece is a module with its constants as buffers (graph constants in
+ONNX) and ops every runtime has (Sub/Div/Clip, Mul/Add, Min/Max).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class ObsNormalize(nn.Module):
+    """``clip((obs − mean) / std, −clip, clip)`` with fixed statistics (SB3 ``VecNormalize.normalize_obs``).
+
+    ``std`` is ``sqrt(var + eps)`` computed in float64 when built, as SB3 computes it, then stored float32.
+    """
+
+    def __init__(self, mean: np.ndarray, var: np.ndarray, epsilon: float, clip: float) -> None:
+        super().__init__()
+        mean64 = np.asarray(mean, dtype=np.float64)
+        std64 = np.sqrt(np.asarray(var, dtype=np.float64) + float(epsilon))
+        self.register_buffer("mean", torch.from_numpy(mean64.astype(np.float32)))
+        self.register_buffer("std", torch.from_numpy(std64.astype(np.float32)))
+        self.clip = float(clip)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.clamp((obs - self.mean) / self.std, -self.clip, self.clip)
+
+    def extra_repr(self) -> str:
+        return f"shape={list(self.mean.shape)}, clip={self.clip}"
+
+
+class Unscale(nn.Module):
+    """[−1, 1] → [low, high], in the operation order of SB3's ``unscale_action`` (float32), so the graph's
+    action equals ``predict``'s to the last bit on the same machine."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray) -> None:
+        super().__init__()
+        low32 = np.asarray(low, dtype=np.float32)
+        high32 = np.asarray(high, dtype=np.float32)
+        self.register_buffer("low", torch.from_numpy(low32))
+        self.register_buffer("span", torch.from_numpy(high32 - low32))
+
+    def forward(self, scaled: torch.Tensor) -> torch.Tensor:
+        return self.low + 0.5 * (scaled + 1.0) * self.span
+
+
+class ClipToBounds(nn.Module):
+    """Per-dimension clip to [low, high] as Max then Min (ONNX ``Clip`` takes scalar bounds only)."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("low", torch.from_numpy(np.asarray(low, dtype=np.float32)))
+        self.register_buffer("high", torch.from_numpy(np.asarray(high, dtype=np.float32)))
+
+    def forward(self, action: torch.Tensor) -> torch.Tensor:
+        return torch.minimum(torch.maximum(action, self.low), self.high)
+
+
+def mlp_policy(
+    layers: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
+    activation: Callable[[], nn.Module],
+    before: Sequence[tuple[str, nn.Module]] = (),
+    after: Sequence[tuple[str, nn.Module]] = (),
+) -> nn.Sequential:
+    """A float ``nn.Sequential``: ``before`` → Linear, activation, … → last Linear (``out``) → ``after``.
+
+    One flat Sequential with named children (``fc0``, ``act0`` …, ``out``), because that is what pruning
+    and distillation expect of a policy (``model.out`` is the layer to keep) and what exports as a plain
+    Gemm chain. ``layers`` are (weight ``[out, in]``, bias or None) in order; they are copied.
+    """
+    if not layers:
+        raise ValueError("an MLP policy needs at least one Linear layer")
+    children: list[tuple[str, nn.Module]] = list(before)
+    last = len(layers) - 1
+    for i, (weight, bias) in enumerate(layers):
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+        with torch.no_grad():
+            linear.weight.copy_(weight)
+            if bias is not None:
+                linear.bias.copy_(bias)
+        if i < last:
+            children += [(f"fc{i}", linear), (f"act{i}", activation())]
+        else:
+            children.append(("out", linear))
+    children += list(after)
+    model = nn.Sequential(OrderedDict(children))
+    return model.eval()
