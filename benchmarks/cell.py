@@ -30,11 +30,13 @@ from typing import Any
 
 import numpy as np
 
+import tasks
 from backends.base import Backend, BackendUnavailable
 from backends.manifest import MEASURABLE, ManifestError
 from backends.profiles import ProfileError
 from backends.registry import get_backend
 from benchmarks.latency import quantile_us, summarize_ns, time_calls
+from benchmarks.rows import return_fields
 from common.fileio import atomic_write_text
 from edge_runtime.cli import load_backend, resolve_plan
 from edge_runtime.config import SessionConfig
@@ -116,9 +118,16 @@ class ModelCell:
         """The observations as single ``[obs_dim]`` rows, the per-frame input."""
         return list(self.observations)
 
-    def evaluation(self) -> dict[str, float]:
-        """Exact evaluation over every start state through ``infer_one`` (the loop's per-frame call)."""
+    def evaluation(self) -> dict[str, Any]:
+        """The task's reward figure on this runtime: on the gridworld the exact evaluation over every start
+        state through ``infer_one`` (the loop's per-frame call); on another task the seeded episodes of its
+        evaluation list through the batched ``infer`` (mean return with its 95% CI)."""
         if self._evaluation is None:
+            if self.plan.model is None:
+                ev = tasks.evaluate(self.plan.task, self.backend.infer)
+                rounded = {k: round(v, 6) if isinstance(v, float) else v for k, v in ev.as_dict().items()}
+                self._evaluation = return_fields({**rounded, "ci95": [round(v, 6) for v in ev.ci95]})
+                return self._evaluation
             infer_one = self.backend.infer_one
 
             def policy(obs: np.ndarray) -> np.ndarray:
@@ -126,11 +135,13 @@ class ModelCell:
                 return np.fromiter((int(infer_one(o).argmax()) for o in flat), np.int64, len(flat))
 
             ev = evaluate_policy(self.plan.model, policy)
-            self._evaluation = {
-                "mean_return": round(ev.mean_return, 6),
-                "success_rate": round(ev.success_rate, 6),
-                "oracle_ratio": round(ev.oracle_ratio, 6),
-            }
+            self._evaluation = return_fields(
+                {
+                    "mean_return": round(ev.mean_return, 6),
+                    "success_rate": round(ev.success_rate, 6),
+                    "oracle_ratio": round(ev.oracle_ratio, 6),
+                }
+            )
         return self._evaluation
 
 

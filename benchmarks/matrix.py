@@ -37,11 +37,12 @@ import numpy as np
 
 from backends.manifest import ArtifactEntry, Manifest, ManifestError, file_sha256, load_manifest
 from backends.profiles import ProfileError, load_profile
-from benchmarks.rows import HOST_CELLS, MODEL_SCENARIOS, NO_MODEL, SCENARIOS, write_pair
+from benchmarks.rows import HOST_CELLS, MODEL_SCENARIOS, NO_MODEL, SCENARIOS, return_fields, write_pair
 from edge_runtime.cli import env_settings
 from edge_runtime.hostinfo import host_info
 from gridworld.core import build_model
 from gridworld.layouts import LayoutError
+from tasks import TaskUnavailable, make_env
 
 REPO = Path(__file__).resolve().parent.parent
 #: Distributions whose versions go into the run's JSON (read from metadata: nothing is imported).
@@ -254,15 +255,45 @@ def plan_cells(config: BenchConfig, manifest: Manifest) -> list[Cell]:
     return cells
 
 
+#: Observations the latency scenarios cycle through on a Gymnasium task: visited states of seeded
+#: random-action episodes (the gridworld uses every state instead).
+TASK_OBSERVATIONS = 1000
+
+
 def observation_file(manifest: Manifest, path: Path) -> Path:
-    """Every state's observation of the manifest's env, flat float32 (deterministic: from the env tables)."""
+    """Observations the latency scenarios feed, flat float32, deterministic: every state of the gridworld
+    (from its tables), or on another task :data:`TASK_OBSERVATIONS` states of seeded random-action
+    episodes."""
     settings = env_settings(manifest)
-    model = build_model(
-        settings["layout"], settings["obs_mode"], settings["layout_seed"], settings["max_steps"]
-    )
-    obs = np.ascontiguousarray(model.observations.reshape(model.n_states, -1), dtype=np.float32)
-    np.save(path, obs, allow_pickle=False)
+    if settings is not None:
+        model = build_model(
+            settings["layout"], settings["obs_mode"], settings["layout_seed"], settings["max_steps"]
+        )
+        obs = model.observations.reshape(model.n_states, -1)
+    else:
+        obs = random_rollout_observations(manifest.task_spec(), TASK_OBSERVATIONS)
+    np.save(path, np.ascontiguousarray(obs, dtype=np.float32), allow_pickle=False)
     return path
+
+
+def random_rollout_observations(spec: Any, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` observations of seeded episodes with uniformly random actions (the env's own sampler)."""
+    env = make_env(spec)
+    env.action_space.seed(seed)
+    rows: list[np.ndarray] = []
+    try:
+        episode = 0
+        while len(rows) < n:
+            obs, _ = env.reset(seed=seed + episode)
+            episode += 1
+            done = False
+            while not done and len(rows) < n:
+                rows.append(np.asarray(obs, dtype=np.float32).reshape(-1))
+                obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+                done = terminated or truncated
+    finally:
+        env.close()
+    return np.stack(rows)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -340,6 +371,7 @@ def _entry_fields(entry: ArtifactEntry | None, manifest: Manifest) -> dict[str, 
         "size_bytes": size,
         "params": entry.params,
         "action_agreement": entry.parity.get("action_agreement"),
+        "action_error": entry.parity.get("mean_action_error"),
     }
 
 
@@ -353,7 +385,7 @@ def cell_rows(cell: Cell, outcome: Outcome, manifest: Manifest, base: dict[str, 
     for scenario in cell.scenarios:
         row = {**fields, "scenario": scenario}
         if cell.entry is not None and scenario in ("latency", "batch100"):
-            row.update({k: cell.entry.eval.get(k) for k in ("mean_return", "success_rate", "oracle_ratio")})
+            row.update(return_fields(cell.entry.eval))
         if scenario in measured:
             row.update(measured[scenario])
         elif outcome.status != "ok":
@@ -404,6 +436,7 @@ def describe_host() -> dict[str, Any]:
         "hostname": info["hostname"],
         "cpu": info["cpu"],
         "arch": info["arch"],
+        "emulated": info["emulated"],
         "cores": info["cpu_count"],
         "usable_cores": usable,
         "os": info["os"],
@@ -453,7 +486,13 @@ Executor = Callable[[list[Cell], RunContext, Callable[[Cell, CellReport], None]]
 def host_fields(host: dict[str, Any] | None) -> dict[str, Any]:
     """The row columns that say where a cell ran (empty for a cell that ran nowhere)."""
     host = host or {}
-    return {"host": host.get("hostname", ""), "arch": host.get("arch", ""), "cpu": host.get("cpu", "")}
+    emulated = host.get("emulated")
+    return {
+        "host": host.get("hostname", ""),
+        "arch": host.get("arch", ""),
+        "cpu": host.get("cpu", ""),
+        "emulated": "" if emulated is None else int(bool(emulated)),
+    }
 
 
 def cell_report(
@@ -483,7 +522,7 @@ def prepare_common(
     paths taken from ``root`` (the current folder on the driver, the checkout on a Ray node)."""
     try:
         obs_path = observation_file(manifest, work / "observations.npy")
-    except (LayoutError, ValueError) as err:
+    except (LayoutError, ValueError, TaskUnavailable) as err:
         raise BenchError(f"{manifest_path}: cannot build its env ({err})") from err
     return {
         "manifest": str((root / manifest_path).resolve()),
@@ -538,6 +577,7 @@ def run_matrix(config: BenchConfig) -> RunResult:
     base = {
         "run_id": uuid.uuid4().hex[:12],
         "timestamp": started.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "task": manifest.task_spec().name,
         "target": manifest.target,
     }
     with tempfile.TemporaryDirectory(prefix="nq_bench_") as tmp:

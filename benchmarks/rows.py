@@ -1,8 +1,8 @@
 """The benchmark result files: column order, scenario names, and the CSV + JSON pair of one run.
 
 The contract with ``reports/`` (DESIGN.md §8, the result-file schema): one tidy row per
-(target, variant, backend, scenario), a new ``bench_<target>_<host>_<YYYYmmddTHHMMSSZ>.csv``/``.json`` pair
-per run, never an overwrite. Missing figures are empty cells, never 0.
+(task, target, variant, backend, scenario), a new ``bench_<target>_<host>_<YYYYmmddTHHMMSSZ>.csv``/``.json``
+pair per run, never an overwrite. Missing figures are empty cells, never 0.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ from common.fileio import atomic_write_text
 COLUMNS = (
     "run_id",
     "timestamp",
+    "task",
     "target",
     "host",
     "arch",
     "cpu",
+    "emulated",
     "variant",
     "backend",
     "format",
@@ -50,16 +52,23 @@ COLUMNS = (
     "rss_mb",
     "peak_rss_mb",
     "mean_return",
+    "return_ci_low",
+    "return_ci_high",
     "success_rate",
     "oracle_ratio",
     "action_agreement",
+    "action_error",
     "loop_fps",
     "deadline_misses",
     "lateness_p99_us",
     "value",
     "unit",
 )
-"""CSV columns, in order. ``lat_*``: per-call latency of the scenario's unit of work — one ``infer_one``
+"""CSV columns, in order (DESIGN.md §8). ``task``: the manifest's task name; ``emulated``: 1 where the CPU
+runs another architecture's code (qemu-user), where latency is not the device's; ``mean_return`` with its
+95% CI (``return_ci_*``, seeded episodes; on the gridworld the exact evaluation, so the CI is the mean);
+``action_agreement`` (discrete) or ``action_error`` (box: mean |Δa| / (high − low)) from the export gate;
+``lat_*``: per-call latency of the scenario's unit of work — one ``infer_one``
 (latency), one batch-100 pass (batch100), the inference inside the loop (loop_*). ``iterations``: timed
 calls, passes, frames or gradient steps. ``value``/``unit``: the figure of a non-model row (steps/s), or
 observations/s of a batch100 row."""
@@ -72,6 +81,16 @@ trainer's imports torch, so it runs alone)."""
 HOST_SCENARIOS = tuple(s for group in HOST_CELLS.values() for s in group)
 SCENARIOS = MODEL_SCENARIOS + HOST_SCENARIOS
 NO_MODEL = "-"
+
+
+def return_fields(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The row's reward columns from an evaluation dict (an export gate's ``eval`` or a cell's): the mean
+    return and its 95% CI (an exact gridworld evaluation has no spread: the CI is the mean itself)."""
+    mean = evaluation.get("mean_return")
+    low, high = evaluation.get("ci95") or (mean, mean)
+    fields = {"mean_return": mean, "return_ci_low": low, "return_ci_high": high}
+    fields.update({k: evaluation.get(k) for k in ("success_rate", "oracle_ratio")})
+    return fields
 
 
 def safe_host(hostname: str) -> str:

@@ -39,6 +39,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: /proc/cpuinfo vendor strings of x86 CPUs: seen from an arm64 process, the CPU is emulated (qemu-user
+#: passes the host's /proc/cpuinfo through).
+X86_VENDORS = ("GenuineIntel", "AuthenticAMD", "HygonGenuine")
+
+
+def emulated() -> bool:
+    """True where this process runs another architecture's code under emulation (qemu-user): its latency
+    is not the device's. ``NQ_EMULATED=1`` says so outright (``make verify-arm64`` sets it); otherwise an
+    arm64 process on a CPU whose /proc/cpuinfo names an x86 vendor is emulated."""
+    if os.environ.get("NQ_EMULATED", "") not in ("", "0"):
+        return True
+    cpuinfo = Path("/proc/cpuinfo")
+    if platform.machine() in ("aarch64", "arm64") and cpuinfo.is_file():
+        text = cpuinfo.read_text(errors="replace")
+        return any(vendor in text for vendor in X86_VENDORS)
+    return False
+
+
 def package_version(name: str) -> str | None:
     """``module.__version__`` of an already-importable module (importlib.metadata costs ~1 MB to import)."""
     module = sys.modules.get(name)
@@ -64,6 +82,7 @@ def host_info(runtime: str, extra_packages: tuple[str, ...] = ("numpy",)) -> dic
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "arch": platform.machine(),
+        "emulated": emulated(),
         "os": platform.platform(),
         "python": platform.python_version(),
         "runtime": runtime,

@@ -19,19 +19,22 @@ from reports.session import EmptySessionError, SessionReportError, load_session
 #: The benchmark CSV columns in the order ``python -m benchmarks`` writes them (``benchmarks.rows.COLUMNS``;
 #: copied because reports only reads files, kept equal by tests/reports/test_schema.py).
 BENCH_COLUMNS = (
-    "run_id", "timestamp", "target", "host", "arch", "cpu", "variant", "backend", "format", "precision",
-    "artifact_status", "scenario", "status", "reason", "size_bytes", "params", "load_ms", "first_infer_ms",
-    "iterations", "lat_p50_us", "lat_p90_us", "lat_p99_us", "lat_p999_us", "lat_max_us", "lat_mean_us",
-    "lat_std_us", "batch100_ms", "rss_mb", "peak_rss_mb", "mean_return", "success_rate", "oracle_ratio",
-    "action_agreement", "loop_fps", "deadline_misses", "lateness_p99_us", "value", "unit",
+    "run_id", "timestamp", "task", "target", "host", "arch", "cpu", "emulated", "variant", "backend",
+    "format", "precision", "artifact_status", "scenario", "status", "reason", "size_bytes", "params",
+    "load_ms", "first_infer_ms", "iterations", "lat_p50_us", "lat_p90_us", "lat_p99_us", "lat_p999_us",
+    "lat_max_us", "lat_mean_us", "lat_std_us", "batch100_ms", "rss_mb", "peak_rss_mb", "mean_return",
+    "return_ci_low", "return_ci_high", "success_rate", "oracle_ratio", "action_agreement", "action_error",
+    "loop_fps", "deadline_misses", "lateness_p99_us", "value", "unit",
 )  # fmt: skip
 TEXT_COLUMNS = (
-    "run_id", "timestamp", "target", "host", "arch", "cpu", "variant", "backend", "format", "precision",
-    "artifact_status", "scenario", "status", "reason", "unit",
+    "run_id", "timestamp", "task", "target", "host", "arch", "cpu", "variant", "backend", "format",
+    "precision", "artifact_status", "scenario", "status", "reason", "unit",
 )  # fmt: skip
 NUMERIC_COLUMNS = tuple(c for c in BENCH_COLUMNS if c not in TEXT_COLUMNS)
 #: One row per key survives deduplication.
-KEY = ("target", "host", "variant", "backend", "scenario")
+KEY = ("task", "target", "host", "variant", "backend", "scenario")
+#: The task of rows written before benchmark CSVs had a ``task`` column: the gridworld was the only one.
+DEFAULT_TASK = "gridworld"
 #: DESIGN.md §8's "at least" list plus the key and the timestamp; the other columns may be absent (NaN).
 REQUIRED = (
     "timestamp", "target", "host", "arch", "variant", "backend", "format", "precision", "scenario", "status",
@@ -111,6 +114,7 @@ def read_benchmark_csv(path: Path) -> pd.DataFrame:
             df[col] = pd.NA if col in TEXT_COLUMNS else float("nan")
     for col in TEXT_COLUMNS:
         df[col] = df[col].astype("string").fillna("").str.strip()
+    df.loc[df["task"] == "", "task"] = DEFAULT_TASK
     for col in NUMERIC_COLUMNS:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     return df[list(BENCH_COLUMNS)]

@@ -1,10 +1,9 @@
 """Sessions on Gymnasium tasks (DESIGN.md §3b, §7): CartPole (discrete) and Pendulum (box) through the same
 loop, torch-free, with ``env_ms`` and ``artifact`` in every row.
 
-The models are one-layer ONNX graphs written with ``onnx.helper``, with weights chosen by hand, so their
-behaviour is known without training: the CartPole controller pushes toward the pole's lean
-(θ + 0.5·θ̇ > 0 → push right), which balances every seed for the full 500 steps; the Pendulum one
-returns −40·θ̇, mostly far outside the ±2 bounds, so most actions are clipped.
+The models are one-layer ONNX graphs with weights chosen by hand (``tests/task_artifacts.py``), so their
+behaviour is known without training: the CartPole controller balances every seed for the full 500 steps;
+the Pendulum one returns −40·θ̇, mostly far outside the ±2 bounds, so most actions are clipped.
 """
 
 from __future__ import annotations
@@ -18,62 +17,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backends.manifest import ArtifactEntry, Manifest, file_sha256, write_manifest
 from edge_runtime.cli import main
 from edge_runtime.session import CSV_COLUMNS, STOP_NON_FINITE
-from tasks import from_env
+from tests.task_artifacts import cartpole_manifest, task_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _gemm_model(path: Path, weight: np.ndarray, bias: np.ndarray) -> Path:
-    """``y = x · weightᵀ + bias`` as a one-node ONNX graph with a dynamic batch."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    out_dim, in_dim = weight.shape
-    graph = helper.make_graph(
-        [helper.make_node("Gemm", ["obs", "W", "b"], ["out"], transB=1)],
-        "policy",
-        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", in_dim])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", out_dim])],
-        [
-            numpy_helper.from_array(weight.astype(np.float32), "W"),
-            numpy_helper.from_array(bias.astype(np.float32), "b"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
-
-
-def _manifest(root: Path, env_id: str, models: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
-    """A schema-2 manifest with one ONNX artifact per ``variant → (weight, bias)``."""
-    task = from_env(env_id)
-    entries = []
-    for variant, (weight, bias) in models.items():
-        (root / variant).mkdir(parents=True)
-        path = _gemm_model(root / variant / "model.onnx", weight, bias)
-        entries.append(
-            ArtifactEntry(
-                name=f"{variant}/onnx", variant=variant, format="onnx", precision="fp32",
-                path=f"{variant}/model.onnx", sha256=file_sha256(path), size_bytes=path.stat().st_size,
-                params=weight.size + bias.size, backends=["onnxruntime", "numpy"],
-            )
-        )  # fmt: skip
-    env = {"id": env_id, "obs_shape": list(task.observation.shape), "n_actions": 0}
-    m = Manifest("x86", "2026-12-02T00:00:00Z", {}, env, {}, entries, task=task.to_dict())
-    return write_manifest(m, root / "manifest.json")
-
-
 @pytest.fixture(scope="module")
 def cartpole(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    lean = np.array([0.0, 0.0, 1.0, 0.5])  # θ + 0.5·θ̇: where the pole is falling
-    return _manifest(
-        tmp_path_factory.mktemp("cartpole"), "CartPole-v1", {"float": (np.stack([-lean, lean]), np.zeros(2))}
-    )
+    return cartpole_manifest(tmp_path_factory.mktemp("cartpole"))
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +35,7 @@ def pendulum(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "float": (np.array([[0.0, 0.0, -40.0]]), np.zeros(1)),  # obs [cos θ, sin θ, θ̇]
         "broken": (np.zeros((1, 3)), np.array([np.nan])),  # a model gone bad: NaN for every input
     }
-    return _manifest(tmp_path_factory.mktemp("pendulum"), "Pendulum-v1", models)
+    return task_manifest(tmp_path_factory.mktemp("pendulum"), "Pendulum-v1", models)
 
 
 def _session(out: Path) -> tuple[pd.DataFrame, dict]:

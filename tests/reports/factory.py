@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 
 HEADER = (
-    "run_id,timestamp,target,host,arch,cpu,variant,backend,format,precision,artifact_status,scenario,status,"
-    "reason,size_bytes,params,load_ms,first_infer_ms,iterations,lat_p50_us,lat_p90_us,lat_p99_us,lat_p999_us,"
-    "lat_max_us,lat_mean_us,lat_std_us,batch100_ms,rss_mb,peak_rss_mb,mean_return,success_rate,oracle_ratio,"
-    "action_agreement,loop_fps,deadline_misses,lateness_p99_us,value,unit"
+    "run_id,timestamp,task,target,host,arch,cpu,emulated,variant,backend,format,precision,artifact_status,"
+    "scenario,status,reason,size_bytes,params,load_ms,first_infer_ms,iterations,lat_p50_us,lat_p90_us,"
+    "lat_p99_us,lat_p999_us,lat_max_us,lat_mean_us,lat_std_us,batch100_ms,rss_mb,peak_rss_mb,mean_return,"
+    "return_ci_low,return_ci_high,success_rate,oracle_ratio,action_agreement,action_error,loop_fps,"
+    "deadline_misses,lateness_p99_us,value,unit"
 ).split(",")
 SESSION_HEADER = (
     "timestamp_ns,episode,frame,action,reward,cumulative_reward,latency_ms,env_ms,frame_ms,mem_mb,fps,"

@@ -31,7 +31,10 @@ def test_pareto_front_on_a_hand_made_table() -> None:
 
 
 def test_dedup_keeps_the_newest_row_per_key() -> None:
-    key = {"target": "x86", "host": "h", "variant": "float", "backend": "numpy", "scenario": "latency"}
+    key = {
+        "task": "gridworld", "target": "x86", "host": "h", "variant": "float", "backend": "numpy",
+        "scenario": "latency",
+    }  # fmt: skip
     rows = pd.DataFrame(
         [
             {**key, "timestamp": "2026-11-21T10:00:00Z", "v": "newest"},  # read first, but newest
