@@ -140,20 +140,38 @@ def bubble(data: ReportData, style: Style) -> tuple[Figure, str]:
     drawn = (
         cells[np.isfinite(cells["lat_p99_us"]) & np.isfinite(cells["mean_return"])] if len(cells) else cells
     )
-    pairs = data.pairs
-    fig, axes = _grid(len(pairs), 7.0, 5.0)
+    panels = data.panels or [("gridworld", t, h) for t, h in data.pairs]
+    fig, axes = _grid(len(panels), 7.0, 5.0)
     rss_max = float(drawn["peak_rss_mb"].max()) if len(drawn) and drawn["peak_rss_mb"].notna().any() else 0.0
     scale = MAX_AREA / rss_max if rss_max > 0 else 0.0
 
     def area(rss: float) -> float:
         return max(rss * scale, 15.0) if math.isfinite(rss) and scale else 60.0
 
-    for ax, (target, host) in zip(axes, pairs, strict=True):
-        ax.set_title(f"{pair_label(target, host)}: p99 latency vs exact return", fontsize=10)
-        mine = drawn[(drawn["target"] == target) & (drawn["host"] == host)] if len(drawn) else drawn
+    for ax, (task, target, host) in zip(axes, panels, strict=True):
+        exact = task == "gridworld"
+        what = "exact return" if exact else "return ± 95% CI"
+        ax.set_title(f"{task}, {pair_label(target, host)}: p99 latency vs {what}", fontsize=10)
+        here = (drawn["task"] == task) & (drawn["target"] == target) & (drawn["host"] == host)
+        mine = drawn[here] if len(drawn) else drawn
         if mine.empty:
             _empty(ax, "no successful latency measurement\n(see the failed and skipped list)")
             continue
+        spread = mine[np.isfinite(mine["return_ci_low"]) & (mine["return_ci_high"] > mine["return_ci_low"])]
+        if len(spread):  # the return's 95% CI of seeded episodes (an exact evaluation has none)
+            ax.errorbar(
+                spread["lat_p99_us"],
+                spread["mean_return"],
+                yerr=[
+                    spread["mean_return"] - spread["return_ci_low"],
+                    spread["return_ci_high"] - spread["mean_return"],
+                ],
+                fmt="none",
+                ecolor="#777777",
+                elinewidth=0.8,
+                capsize=2,
+                zorder=1,
+            )
         for cell in mine.to_dict("records"):
             style.point(
                 ax,
@@ -180,10 +198,10 @@ def bubble(data: ReportData, style: Style) -> tuple[Figure, str]:
                     fontsize=7,
                     va="top",
                 )
-        if data.oracle is not None:
+        if data.oracle is not None and exact:
             ax.axhline(data.oracle, color="#888888", lw=0.9, ls=":", zorder=1)
         ax.set_xlabel("latency p99, batch 1 (µs, log scale)")
-        ax.set_ylabel("exact mean return (all start states)")
+        ax.set_ylabel("exact mean return (all start states)" if exact else "mean return (seeded episodes)")
         ax.grid(True, which="both", alpha=0.3)
 
     entries = style.handles(drawn)
@@ -214,9 +232,11 @@ def bubble(data: ReportData, style: Style) -> tuple[Figure, str]:
     gate = int(cells["gate_failed"].sum()) if len(cells) else 0
     unplotted = len(cells) - len(drawn)
     caption = (
-        "One bubble per (variant, backend) cell. x: single-stream (batch 1) p99 latency from the `latency` "
-        "scenario; y: exact mean return over every start state (measured through the backend in the loop "
-        "scenario, else the manifest's evaluation); area ∝ peak RSS of the cell's process. The dashed step "
+        "One panel per (task, target, host), one bubble per (variant, backend) cell. x: single-stream "
+        "(batch 1) p99 latency from the `latency` scenario; y: the task's return — exact over every start "
+        "state on the gridworld, the mean of seeded episodes with its 95% CI as an error bar elsewhere — "
+        "measured through the backend in the loop scenario, else the manifest's evaluation; area ∝ peak RSS "
+        "of the cell's process. The dashed step "
         "line is the Pareto front of the cells that passed their export gate, its points labelled."
         + (f" {gate} hollow cell(s) failed the export parity gate (measured anyway)." if gate else "")
         + (
@@ -238,7 +258,8 @@ def latency_cdf(data: ReportData, style: Style) -> tuple[Figure, str]:
     if not panels:
         _empty(axes[0], "no latency measurements")
         return fig, "No latency measurement succeeded; see the failed and skipped list."
-    iterations = data.rows.set_index(["target", "host", "variant", "backend", "scenario"])["iterations"]
+    key_columns = ["task", "target", "host", "variant", "backend", "scenario"]
+    iterations = data.rows.set_index(key_columns)["iterations"]
     multi = len(data.pairs) > 1
     dashes = dict(zip(data.pairs, ("-", "--", ":", "-."), strict=False))
     palette = plt.get_cmap("tab10").colors
@@ -247,12 +268,15 @@ def latency_cdf(data: ReportData, style: Style) -> tuple[Figure, str]:
     for ax, backend in zip(axes, backends, strict=False):
         for cell in measured[measured["backend"] == backend].to_dict("records"):
             points = [(cell[c], q) for c, q in PERCENTILES if math.isfinite(cell[c])]
-            n = iterations.get((cell["target"], cell["host"], cell["variant"], backend, "latency"), np.nan)
+            key = (cell["task"], cell["target"], cell["host"], cell["variant"], backend, "latency")
+            n = iterations.get(key, np.nan)
             top = 1.0 - 1.0 / n if math.isfinite(n) and n > 1 else 0.9999
             if math.isfinite(cell["lat_max_us"]):
                 points.append((cell["lat_max_us"], top))
             floor = max(floor, 1.0 / (1.0 - max(q for _, q in points)))
             label = cell["variant"] + (f" ({pair_label(cell['target'], cell['host'])})" if multi else "")
+            if len(data.tasks) > 1:
+                label = f"{cell['task']}: {label}"
             xs, ys = zip(*points, strict=True)
             ax.step(
                 xs,
@@ -313,36 +337,18 @@ def size_vs_return(data: ReportData, style: Style) -> tuple[Figure, str]:
     cells = data.cells
     drawn = (
         cells[np.isfinite(cells["size_bytes"]) & np.isfinite(cells["mean_return"])].drop_duplicates(
-            ["target", "variant", "backend"]
+            ["task", "target", "variant", "backend"]
         )
         if len(cells)
         else cells
     )
-    fig, ax = plt.subplots(figsize=(8.5, 5.0))
-    if drawn.empty:
-        _empty(ax, "no cell has both a model size and a return")
-    else:
-        for cell in drawn.to_dict("records"):
-            style.point(ax, cell["size_bytes"] / 1024, cell["mean_return"], cell, 70.0, cell["gate_failed"])
-        labelled = drawn.drop_duplicates(["variant", "format"]).sort_values("size_bytes")
-        for i, cell in enumerate(
-            labelled.to_dict("records")
-        ):  # alternate above/below: neighbours overlap less
-            ax.annotate(
-                f"{cell['variant']} ({cell['format']})",
-                (cell["size_bytes"] / 1024, cell["mean_return"]),
-                xytext=(6, 6 if i % 2 == 0 else -13),
-                textcoords="offset points",
-                fontsize=7,
-            )
-        if data.oracle is not None:
-            ax.axhline(data.oracle, color="#888888", lw=0.9, ls=":", label=f"oracle return {data.oracle:.2f}")
-        _log_x(ax)
-        ax.margins(x=0.15, y=0.12)
-        ax.grid(True, which="both", alpha=0.3)
-    ax.set_xlabel("model file size (KB, log scale)")
-    ax.set_ylabel("exact mean return (all start states)")
-    ax.set_title("model size vs return (one point per variant × backend)", fontsize=10)
+    tasks = sorted(drawn["task"].unique()) if len(drawn) else ["gridworld"]
+    fig, axes = _grid(len(tasks), 8.5, 5.0)  # one panel per task: returns of two tasks share no scale
+    for ax, task in zip(axes, tasks, strict=True):
+        mine = drawn[drawn["task"] == task] if len(drawn) else drawn
+        _size_panel(ax, mine, style, data.oracle if task == "gridworld" else None)
+        ax.set_title(f"{task}: model size vs return (one point per variant × backend)", fontsize=10)
+    ax = axes[0]
     entries = style.handles(drawn)
     entries.append(
         (
@@ -358,6 +364,30 @@ def size_vs_return(data: ReportData, style: Style) -> tuple[Figure, str]:
         "Size of each exported artifact file against its exact mean return; points of one artifact on "
         "several backends share an x." + (" The dotted line is the oracle's return." if data.oracle else "")
     )
+
+
+def _size_panel(ax: Axes, drawn: pd.DataFrame, style: Style, oracle: float | None) -> None:
+    if drawn.empty:
+        _empty(ax, "no cell has both a model size and a return")
+    else:
+        for cell in drawn.to_dict("records"):
+            style.point(ax, cell["size_bytes"] / 1024, cell["mean_return"], cell, 70.0, cell["gate_failed"])
+        labelled = drawn.drop_duplicates(["variant", "format"]).sort_values("size_bytes")
+        for i, cell in enumerate(labelled.to_dict("records")):  # alternate above/below: less overlap
+            ax.annotate(
+                f"{cell['variant']} ({cell['format']})",
+                (cell["size_bytes"] / 1024, cell["mean_return"]),
+                xytext=(6, 6 if i % 2 == 0 else -13),
+                textcoords="offset points",
+                fontsize=7,
+            )
+        if oracle is not None:
+            ax.axhline(oracle, color="#888888", lw=0.9, ls=":", label=f"oracle return {oracle:.2f}")
+        _log_x(ax)
+        ax.margins(x=0.15, y=0.12)
+        ax.grid(True, which="both", alpha=0.3)
+    ax.set_xlabel("model file size (KB, log scale)")
+    ax.set_ylabel("exact mean return (all start states)" if oracle is not None else "mean return")
 
 
 def comparison(data: ReportData, style: Style) -> tuple[Figure, str] | None:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from reports.load import KEY, NON_MODEL_SCENARIOS, NUMERIC_COLUMNS, BenchmarkResults, Session
 
-CELL_KEY = ["target", "host", "variant", "backend"]
+CELL_KEY = ["task", "target", "host", "variant", "backend"]
 #: Where a cell's return comes from, best first: the loop scenarios evaluate through the backend itself,
 #: latency/batch rows carry the manifest's evaluation.
 RETURN_SOURCES = ("loop_uncapped", "loop_paced", "latency", "batch100")
@@ -76,9 +76,13 @@ def model_cells(rows: pd.DataFrame) -> pd.DataFrame:
             rss_mb=_pick(records, "rss_mb", ("latency",)),
             peak_rss_mb=peak if _finite(peak) else _pick(records, "rss_mb", ("latency",)),
             mean_return=_pick(records, "mean_return", RETURN_SOURCES),
+            return_ci_low=_pick(records, "return_ci_low", RETURN_SOURCES),
+            return_ci_high=_pick(records, "return_ci_high", RETURN_SOURCES),
             success_rate=_pick(records, "success_rate", RETURN_SOURCES),
             oracle_ratio=_pick(records, "oracle_ratio", RETURN_SOURCES),
             action_agreement=_pick(records, "action_agreement", ("latency",)),
+            action_error=_pick(records, "action_error", ("latency",)),
+            emulated=_pick(records, "emulated", ("latency",)),
             loop_fps=_pick(records, "loop_fps", ("loop_uncapped", "loop_paced")),
             deadline_misses=records.get("loop_paced", {}).get("deadline_misses", float("nan")),
             status=status,
@@ -184,6 +188,8 @@ def comparison(cells: pd.DataFrame) -> pd.DataFrame:
     )
     if measured.empty or len(measured.groupby(["target", "host"])) < 2:
         return pd.DataFrame()
+    if measured["task"].nunique() > 1:  # one task's variants compared across targets: the gridworld's first
+        measured = measured[measured["task"] == sorted(measured["task"].unique())[0]]
     wide = measured.assign(
         pair=[pair_label(t, h) for t, h in zip(measured["target"], measured["host"], strict=True)]
     )
@@ -270,6 +276,18 @@ class ReportData:
     @property
     def pairs(self) -> list[tuple[str, str]]:
         return sorted({(t, h) for t, h in zip(self.rows["target"], self.rows["host"], strict=True)})
+
+    @property
+    def panels(self) -> list[tuple[str, str, str]]:
+        """(task, target, host) of every model cell: one bubble-chart panel each, tasks side by side."""
+        cells = self.cells
+        return (
+            sorted(set(zip(cells["task"], cells["target"], cells["host"], strict=True))) if len(cells) else []
+        )
+
+    @property
+    def tasks(self) -> list[str]:
+        return sorted(set(self.rows["task"]))
 
     def sources(self) -> str:
         runs = len(self.bench.runs)

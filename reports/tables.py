@@ -77,6 +77,9 @@ KNOWN = {
         Column("RSS MB", "rss_mb", "f1"),
         Column("peak RSS MB", "peak_rss_mb", "f1"),
         Column("return", "mean_return", "f2"),
+        Column("CI low", "return_ci_low", "f2"),
+        Column("CI high", "return_ci_high", "f2"),
+        Column("action error", "action_error", "f3"),
         Column("success", "success_rate", "f2"),
         Column("oracle ratio", "oracle_ratio", "f3"),
         Column("agreement", "action_agreement", "f3"),
@@ -101,23 +104,24 @@ def columns(*keys: str) -> list[Column]:
 
 
 CELL_COLUMNS = columns(
-    "variant", "backend", "format", "precision", "size_bytes", "params", "lat_p50_us", "lat_p99_us",
-    "batch100_ms", "peak_rss_mb", "mean_return", "oracle_ratio", "action_agreement", "loop_fps",
-    "status_text",
+    "task", "variant", "backend", "format", "precision", "size_bytes", "params", "lat_p50_us", "lat_p99_us",
+    "batch100_ms", "peak_rss_mb", "mean_return", "return_ci_low", "return_ci_high", "oracle_ratio",
+    "action_agreement", "action_error", "loop_fps", "status_text",
 )  # fmt: skip
 ROW_COLUMNS = columns(
-    "target", "host", "variant", "backend", "format", "precision", "scenario", "status", "artifact_status",
-    "size_bytes", "params", "load_ms", "first_infer_ms", "lat_p50_us", "lat_p90_us", "lat_p99_us",
-    "lat_p999_us", "lat_max_us", "lat_mean_us", "batch100_ms", "rss_mb", "peak_rss_mb", "mean_return",
-    "success_rate", "oracle_ratio", "action_agreement", "loop_fps", "deadline_misses", "lateness_p99_us",
-    "value", "unit", "reason", "timestamp",
+    "task", "target", "host", "variant", "backend", "format", "precision", "scenario", "status",
+    "artifact_status", "size_bytes", "params", "load_ms", "first_infer_ms", "lat_p50_us", "lat_p90_us",
+    "lat_p99_us", "lat_p999_us", "lat_max_us", "lat_mean_us", "batch100_ms", "rss_mb", "peak_rss_mb",
+    "mean_return", "return_ci_low", "return_ci_high", "success_rate", "oracle_ratio", "action_agreement",
+    "action_error", "loop_fps", "deadline_misses", "lateness_p99_us", "value", "unit", "reason",
+    "timestamp",
 )  # fmt: skip
 NON_MODEL_COLUMNS = columns("target", "host", "scenario", "value", "unit", "status", "reason")
 SESSION_COLUMNS = columns(
     "session", "target", "host", "variant", "backend", "requested_fps", "frames", "episodes", "lat_p50_us",
     "lat_p99_us", "mean_fps", "deadline_misses", "peak_rss_mb", "mean_return", "oracle_ratio", "stop_reason",
 )  # fmt: skip
-PROBLEM_COLUMNS = columns("target", "host", "variant", "backend", "scenario", "status", "reason")
+PROBLEM_COLUMNS = columns("task", "target", "host", "variant", "backend", "scenario", "status", "reason")
 HOST_COLUMNS = columns(
     "target", "host", "cpu", "arch", "cores", "os", "python", "versions", "runs", "newest_run", "created"
 )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import io
 import re
+from contextlib import redirect_stdout
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 import reports.build
 from reports.build import main
 from tests.reports.conftest import Built
-from tests.reports.factory import HEADER, bench_row, run_rows, write_bench_run, write_session
+from tests.reports.factory import HEADER, bench_row, make_results, run_rows, write_bench_run, write_session
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ROWS_PER_PAIR = 9 * 4 + 4 + 3  # nine measured cells × four scenarios, the skipped TensorRT cell, throughput
@@ -119,19 +121,20 @@ def test_markdown_tables(built: Built) -> None:
     md = (built.out / "report.md").read_text()
     assert "## Target `x86`" in md and "## Target `arm64`" in md
     header = (
-        "| variant | backend | format | precision | size KB | params | p50 µs | p99 µs | batch100 ms | "
-        "peak RSS MB | return | oracle ratio | agreement | loop FPS | status |"
+        "| task | variant | backend | format | precision | size KB | params | p50 µs | p99 µs | "
+        "batch100 ms | peak RSS MB | return | CI low | CI high | oracle ratio | agreement | action error | "
+        "loop FPS | status |"
     )
     assert md.count(header) == 2
     # the newer x86 run re-measured float/onnxruntime at half the latency: its row wins
     assert (
-        "| float | onnxruntime | onnx | fp32 | 135.4 | 34,435 | 12.0 | 25.2 | 0.240 | 92.0 | 8.80 | 1.000 |"
-        in md
+        "| gridworld | float | onnxruntime | onnx | fp32 | 135.4 | 34,435 | 12.0 | 25.2 | 0.240 | 92.0 "
+        "| 8.80 | – | – | 1.000 |" in md
     )
     assert "| float | onnxruntime | onnx | fp32 | 135.4 | 34,435 | 24.0 | 50.4 |" not in md
     assert "| int8-static | openvino | openvino | int8 | 44.8 | 34,435 | 16.0 | 33.6 |" in md
-    assert "| 3.10 | 0.352 | 0.620 | 40,000 | ok · gate failed |" in md
-    assert "| float | tensorrt | tensorrt | fp16 |" + " – |" * 10 + " skipped · pending on device |" in md
+    assert "| 3.10 | – | – | 0.352 | 0.620 | – | 40,000 | ok · gate failed |" in md
+    assert "| float | tensorrt | tensorrt | fp16 |" + " – |" * 13 + " skipped · pending on device |" in md
     assert "| x86 | hostA | env_single | 81,234 | steps/s | ok |  |" in md
     assert "| arm64 | hostB | trainer | 1,236 | steps/s | ok |  |" in md
     assert (
@@ -256,3 +259,30 @@ def test_bad_flag_value() -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--sessions", "-1"])
     assert exc.value.code == 2
+
+
+def test_tasks_sit_side_by_side_with_their_return_ci(tmp_path: Path) -> None:
+    """A CartPole run beside the gridworld's: its own bubble-chart panel, its CI in the tables."""
+    from reports.load import load_benchmarks
+    from reports.summary import ReportData
+
+    results = make_results(tmp_path / "results")
+    pole = [
+        {**r, "task": "cartpole", "run_id": "pole", "mean_return": 480.0, "return_ci_low": 471.5,
+         "return_ci_high": 488.5, "oracle_ratio": ""}
+        for r in run_rows("x86", "hostA", "2026-11-22T09:00:00Z")
+        if r["variant"] != "-"
+    ]  # fmt: skip
+    write_bench_run(results / "benchmark", pole, "20261122T090000Z")
+    data = ReportData(results, load_benchmarks(results / "benchmark"), [])
+    assert data.tasks == ["cartpole", "gridworld"]
+    assert ("cartpole", "x86", "hostA") in data.panels and ("gridworld", "x86", "hostA") in data.panels
+    cells = data.cells[data.cells["task"] == "cartpole"]
+    assert (cells.dropna(subset=["lat_p99_us"])["return_ci_low"] == 471.5).all()
+    # The gridworld's cells are untouched by the other task's rows with the same (target, host, variant).
+    assert (data.cells[data.cells["task"] == "gridworld"]["mean_return"] != 480.0).all()
+    out = tmp_path / "out"
+    with redirect_stdout(io.StringIO()):
+        assert main(["--results", str(results), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "| cartpole | float | onnxruntime | onnx | fp32 |" in md and "| 480.00 | 471.50 | 488.50 |" in md
