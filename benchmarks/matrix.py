@@ -37,12 +37,13 @@ import numpy as np
 
 from backends.manifest import ArtifactEntry, Manifest, ManifestError, file_sha256, load_manifest
 from backends.profiles import ProfileError, load_profile
+from benchmarks.observations import random_rollout_observations
 from benchmarks.rows import HOST_CELLS, MODEL_SCENARIOS, NO_MODEL, SCENARIOS, return_fields, write_pair
 from edge_runtime.cli import env_settings
 from edge_runtime.hostinfo import host_info
 from gridworld.core import build_model
 from gridworld.layouts import LayoutError
-from tasks import TaskUnavailable, make_env
+from tasks import TaskUnavailable
 
 REPO = Path(__file__).resolve().parent.parent
 #: Distributions whose versions go into the run's JSON (read from metadata: nothing is imported).
@@ -274,26 +275,6 @@ def observation_file(manifest: Manifest, path: Path) -> Path:
         obs = random_rollout_observations(manifest.task_spec(), TASK_OBSERVATIONS)
     np.save(path, np.ascontiguousarray(obs, dtype=np.float32), allow_pickle=False)
     return path
-
-
-def random_rollout_observations(spec: Any, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` observations of seeded episodes with uniformly random actions (the env's own sampler)."""
-    env = make_env(spec)
-    env.action_space.seed(seed)
-    rows: list[np.ndarray] = []
-    try:
-        episode = 0
-        while len(rows) < n:
-            obs, _ = env.reset(seed=seed + episode)
-            episode += 1
-            done = False
-            while not done and len(rows) < n:
-                rows.append(np.asarray(obs, dtype=np.float32).reshape(-1))
-                obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
-                done = terminated or truncated
-    finally:
-        env.close()
-    return np.stack(rows)
 
 
 # ------------------------------------------------------------------------------------------------------
