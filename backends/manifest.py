@@ -20,7 +20,9 @@ SCHEMA = 2
 """Schema 2 adds ``task`` (DESIGN.md §3b); ``env`` stays for schema-1 readers."""
 READABLE_SCHEMAS = (1, 2)
 """A schema-1 manifest (no ``task``) still loads, as the gridworld task its ``env`` describes."""
-STATUSES = ("ok", "failed", "pending-on-device")
+STATUSES = ("ok", "failed", "skipped", "pending-on-device")
+"""``skipped``: a variant the profile lists that this export did not build, with the reason (e.g. pruning
+of a policy source); like a failed build it has no file, and nothing loads or measures it."""
 
 
 class ManifestError(ValueError):

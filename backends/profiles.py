@@ -44,6 +44,12 @@ class TargetProfile:
     formats: dict[str, FormatPlan]
     backend_settings: dict[str, dict[str, Any]]
     path: Path
+    box_mean_error: float = 0.02
+    """Box-action gate: the largest mean |Δa| / (high − low) an artifact may have against the float policy
+    on the calibration states (2 % of the action range: int8 of a small MLP stays well below it)."""
+    box_p99_error: float = 0.1
+    """Box-action gate: the largest 99th percentile of |Δa| / (high − low): a few states may move further
+    (int8 rounding is amplified where a tanh is steep), but not one in a hundred by 10 % of the range."""
 
     def settings_for(self, backend: str) -> dict[str, Any]:
         return dict(self.backend_settings.get(backend, {}))
@@ -89,6 +95,8 @@ def load_profile(target: str, targets_dir: Path = TARGETS_DIR) -> TargetProfile:
             formats=formats,
             backend_settings=dict(raw.get("backends", {})),
             path=path,
+            box_mean_error=float(runtime.get("box_mean_error", TargetProfile.box_mean_error)),
+            box_p99_error=float(runtime.get("box_p99_error", TargetProfile.box_p99_error)),
         )
     except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as err:
         raise ProfileError(f"{path}: malformed target profile ({err!r})") from err

@@ -13,6 +13,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -33,6 +35,7 @@ from export.quantize import PRECISIONS, quantize_errors
 from export.sources import SOURCES, SourceContext, SourceModel, SourceUnavailable, checkpoint_source
 from export.variants import VARIANTS, Variant, get_variant
 from gridworld.core import N_ACTIONS, GridModel
+from tasks import task_name
 from train.checkpoint import load_checkpoint
 from train.dataset import Dataset, load_dataset
 from train.evaluate import env_model_from_metadata, flat_obs
@@ -56,19 +59,38 @@ class ExportConfig:
     dataset: str = "data/replay_buffer.npz"
     """Replay buffer whose observations calibrate int8 and fine-tune pruning, and on which gates compare."""
     out: str = ""
-    """Output folder; empty means artifacts/<target>. Replaced as a whole only when the export finishes."""
+    """Output folder; empty means artifacts/<target>, or artifacts/<task>/<target> with --policy (e.g.
+    artifacts/cartpole/x86). Replaced as a whole only when the export finishes."""
     variants: str = ""
     """Comma-separated subset of the target's variants, e.g. float,int8-static; empty means all it lists."""
     exporter: str = "torchscript"
     """torch → ONNX exporter: torchscript (fast, the default) or dynamo (torch.export, ~4 s a network)."""
     seed: int = 0
-    """Seed for pruning fine-tuning (the rest is deterministic)."""
+    """Seed for pruning fine-tuning and, with --policy, for the calibration rollouts (reset seeds and
+    exploration noise); the rest is deterministic."""
     quiet: bool = False
     """No progress bar and no table."""
+    policy: str = ""
+    """A trained policy to export for any Gymnasium task, as KIND:PATH (e.g. sb3:runs/zoo/cartpole/model.zip);
+    needs --env. Empty: the NeuroQuant gridworld checkpoint (--checkpoint, --distilled and --dataset apply to
+    that path only)."""
+    env: str = ""
+    """Gymnasium id of the task the --policy acts in (e.g. CartPole-v1): its spaces come from the env, never
+    from the policy file; required with --policy."""
+    trust_pickle: bool = False
+    """Let --policy read what only unpickling can read (e.g. an SB3 zip's pickled policy_kwargs).
+    Unpickling runs any code the file carries: only for files you trust."""
+    episodes: int = 50
+    """--policy exports: episodes (seeds 0..N-1) of the return gate, for the float policy's 95% CI and for
+    every artifact's mean return."""
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.out or f"artifacts/{self.target}")
+        if self.out:
+            return Path(self.out)
+        if self.policy:
+            return Path("artifacts") / task_name(self.env or "task") / self.target
+        return Path(f"artifacts/{self.target}")
 
     def variant_names(self) -> list[str]:
         return [v.strip() for v in self.variants.split(",") if v.strip()]
@@ -93,7 +115,7 @@ class Plan:
 # ---------------------------------------------------------------------------------------------- prepare
 
 
-def _select_variants(profile: TargetProfile, names: list[str]) -> list[Variant]:
+def select_variants(profile: TargetProfile, names: list[str]) -> list[Variant]:
     unknown = [n for n in profile.variants if n not in VARIANTS]
     if unknown:
         raise ValueError(
@@ -130,7 +152,7 @@ def prepare(config: ExportConfig) -> Plan:
     profile = load_profile(config.target)
     for fmt in profile.formats:
         get_format(fmt)
-    variants = _select_variants(profile, config.variant_names())
+    variants = select_variants(profile, config.variant_names())
     if config.exporter not in EXPORTERS:
         raise ValueError(f"unknown exporter {config.exporter!r}; use one of {', '.join(EXPORTERS)}")
     if problem := output_problem(config.out_dir, "dir"):
@@ -164,13 +186,27 @@ def _files_meta(root: Path, rels: list[str]) -> dict[str, dict[str, Any]]:
     }
 
 
-class _Builder:
-    """Builds every (variant, format) of a plan into ``root``, reusing each source's network and fp32 ONNX."""
+class Builder:
+    """Builds (variant, format) artifacts into ``root``, reusing each source's network and fp32 ONNX.
 
-    def __init__(self, plan: Plan, root: Path, scratch: Path) -> None:
-        self.plan, self.root, self.scratch = plan, root, scratch
-        self.obs_dim = plan.float_source.config.obs_dim
-        self.context = SourceContext(plan.float_source, plan.distilled, plan.calib_obs, plan.config.seed)
+    Shared by the gridworld export and the policy-source export (``export.task_export``): it knows the
+    profile, the calibration observations and the network's I/O widths, not where the policy came from.
+    """
+
+    def __init__(
+        self,
+        profile: TargetProfile,
+        context: SourceContext,
+        io: tuple[int, int],
+        root: Path,
+        scratch: Path,
+        exporter: str = "torchscript",
+    ) -> None:
+        self.profile, self.context, self.exporter = profile, context, exporter
+        self.root, self.scratch = root, scratch
+        self.obs_dim, self.n_outputs = io
+        """Flattened observation width and output width (actions, or an action's size)."""
+        self.calib_obs = context.calib_obs
         self.sources: dict[str, SourceModel | SourceUnavailable] = {}
         self.source_onnx: dict[str, Path] = {}
 
@@ -188,7 +224,7 @@ class _Builder:
     def fp32_onnx(self, name: str, source: SourceModel) -> Path:
         if name not in self.source_onnx:
             path = self.scratch / f"{name}.onnx"
-            export_onnx(source.model, self.obs_dim, N_ACTIONS, path, {}, exporter=self.plan.config.exporter)
+            export_onnx(source.model, self.obs_dim, self.n_outputs, path, {}, exporter=self.exporter)
             self.source_onnx[name] = path
         return self.source_onnx[name]
 
@@ -198,7 +234,7 @@ class _Builder:
         src = self.fp32_onnx(variant.source, source)
         dst = self.root / variant.name / "model.onnx"
         dst.parent.mkdir(parents=True, exist_ok=True)
-        info = precision.apply(src, dst, self.plan.calib_obs)
+        info = precision.apply(src, dst, self.calib_obs)
         stamp(
             dst,
             {
@@ -207,7 +243,7 @@ class _Builder:
                 "neuroquant.source": variant.source,
                 "neuroquant.source_checkpoint": source.checkpoint,
                 "neuroquant.source_sha256": source.sha256,
-                "neuroquant.target": self.plan.profile.name,
+                "neuroquant.target": self.profile.name,
             },
         )
         return dst, info
@@ -237,7 +273,7 @@ class _Builder:
             params=params,
             backends=[
                 b
-                for b in self.plan.profile.formats[fmt].backends
+                for b in self.profile.formats[fmt].backends
                 if get_backend(b).runs(fmt, PRECISIONS[variant.precision].label)
             ],
             status=status,
@@ -245,8 +281,13 @@ class _Builder:
             extra=extra or {},
         )
 
-    def build_variant(self, variant: Variant) -> list[ArtifactEntry]:
-        formats = [f for f, p in self.plan.profile.formats.items() if variant.name in p.variants]
+    def formats_of(self, variant: Variant) -> list[str]:
+        """The formats the profile builds ``variant`` in, in profile order."""
+        return [f for f, p in self.profile.formats.items() if variant.name in p.variants]
+
+    def build_variant(self, variant: Variant, formats: list[str] | None = None) -> list[ArtifactEntry]:
+        """Every format of ``variant`` (or those of ``formats``); a source or ONNX failure fails them all."""
+        formats = self.formats_of(variant) if formats is None else formats
         try:
             source = self.source(variant.source)
             onnx_path, precision_info = self.variant_onnx(variant, source)
@@ -260,7 +301,7 @@ class _Builder:
     def build_format(
         self, variant: Variant, fmt: str, source: SourceModel, onnx_path: Path, precision_info: dict[str, Any]
     ) -> ArtifactEntry:
-        plan = self.plan.profile.formats[fmt]
+        plan = self.profile.formats[fmt]
         module = get_format(fmt)
         job = FormatJob(
             variant=variant,
@@ -268,11 +309,11 @@ class _Builder:
             root=self.root,
             source_onnx=self.source_onnx[variant.source],
             onnx=onnx_path,
-            calib_obs=self.plan.calib_obs,
+            calib_obs=self.calib_obs,
             obs_dim=self.obs_dim,
-            n_actions=N_ACTIONS,
+            n_actions=self.n_outputs,
             options=dict(plan.options),
-            settings=self.plan.profile.settings_for(plan.backends[0]) if plan.backends else {},
+            settings=self.profile.settings_for(plan.backends[0]) if plan.backends else {},
             source=source,
         )
         extra: dict[str, Any] = {"source": {"name": variant.source, **source.info}, **precision_info}
@@ -316,7 +357,8 @@ def _inherit_failures(entries: list[ArtifactEntry]) -> None:
             entry.reason = f"its ONNX input {source.name} failed its gate: {source.reason}"
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
+    """Versions of the :data:`VERSIONED` distributions installed here (the manifest's ``versions``)."""
     found: dict[str, str] = {}
     for dist in VERSIONED:
         try:
@@ -324,6 +366,11 @@ def _versions() -> dict[str, str]:
         except importlib_metadata.PackageNotFoundError:
             continue
     return found
+
+
+def now_utc() -> str:
+    """The manifest's ``created``: ISO 8601 in UTC, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _replace_folder(tmp: Path, out: Path) -> None:
@@ -337,60 +384,78 @@ def _replace_folder(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
 
 
-def build(plan: Plan) -> Manifest:
-    """Build, gate and record every artifact of ``plan``; return the manifest (rooted at the output)."""
-    config, profile = plan.config, plan.profile
-    out = config.out_dir
+@contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A temporary sibling of ``out`` to write into, swapped into place only if the block finishes: an
+    interrupted or crashed export leaves the previous ``out`` untouched and no half-written one."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the swapped-in folder private to its writer
     try:
-        with tempfile.TemporaryDirectory(prefix="neuroquant-export-") as scratch:
-            builder = _Builder(plan, tmp, Path(scratch))
-            ref = gates.make_reference(
-                lambda o: torch_q_values(plan.float_source.model, o),
-                plan.env_model,
-                plan.dataset.observations,
-            )
-            entries: list[ArtifactEntry] = []
-            progress = tqdm(
-                plan.variants, desc=f"export {profile.name}", unit="variant", disable=config.quiet
-            )
-            for variant in progress:
-                progress.set_postfix_str(variant.name)
-                entries.extend(builder.build_variant(variant))
-            manifest = Manifest(
-                target=profile.name,
-                created=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
-                source=_source_record(plan, ref),
-                env=_env_record(plan),
-                task=_task_record(plan),
-                versions=_versions(),
-                artifacts=entries,
-                root=tmp,
-            )
-            for entry in tqdm(entries, desc="gates", unit="artifact", disable=config.quiet):
-                if entry.status == "ok":
-                    variant = VARIANTS[entry.variant]
-                    tolerance = PRECISIONS[variant.precision].tolerance
-                    gates.gate(
-                        manifest, entry, ref, builder.source_q(variant.source, ref.obs), profile, tolerance
-                    )
-        _inherit_failures(entries)
-        extra_files = []
-        for fmt in profile.formats:
-            finish = getattr(get_format(fmt), "finish", None)
-            if finish is not None:
-                extra_files += finish(tmp, profile.name, entries)
-        manifest.source["files"] = extra_files
-        manifest.source["seconds"] = round(time.perf_counter() - plan.started, 1)
-        write_manifest(manifest, tmp / "manifest.json")
-        (tmp / "export_config.json").write_text(
-            json.dumps({**asdict(config), "out": str(out)}, indent=2) + "\n"
-        )
+        yield tmp
         _replace_folder(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def finish(manifest: Manifest, profile: TargetProfile, config: ExportConfig, started: float) -> None:
+    """What every export does once its artifacts are gated: engines inherit their ONNX input's failure,
+    formats write their folder-wide files (TensorRT's build_engines.sh), then the manifest and the config
+    go next to the artifacts (into ``manifest.root``, the staged folder)."""
+    root, entries = manifest.root, manifest.artifacts
+    _inherit_failures(entries)
+    extra_files = []
+    for fmt in profile.formats:
+        hook = getattr(get_format(fmt), "finish", None)
+        if hook is not None:
+            extra_files += hook(root, profile.name, entries)
+    manifest.source["files"] = extra_files
+    manifest.source["seconds"] = round(time.perf_counter() - started, 1)
+    write_manifest(manifest, root / "manifest.json")
+    (root / "export_config.json").write_text(
+        json.dumps({**asdict(config), "out": str(config.out_dir)}, indent=2) + "\n"
+    )
+
+
+def build(plan: Plan) -> Manifest:
+    """Build, gate and record every artifact of ``plan``; return the manifest (rooted at the output)."""
+    config, profile = plan.config, plan.profile
+    out = config.out_dir
+    with staged_folder(out) as tmp, tempfile.TemporaryDirectory(prefix="neuroquant-export-") as scratch:
+        context = SourceContext(plan.float_source, plan.distilled, plan.calib_obs, config.seed)
+        io = (plan.float_source.config.obs_dim, N_ACTIONS)
+        builder = Builder(profile, context, io, tmp, Path(scratch), config.exporter)
+        ref = gates.make_reference(
+            lambda o: torch_q_values(plan.float_source.model, o),
+            plan.env_model,
+            plan.dataset.observations,
+        )
+        entries: list[ArtifactEntry] = []
+        progress = tqdm(plan.variants, desc=f"export {profile.name}", unit="variant", disable=config.quiet)
+        for variant in progress:
+            progress.set_postfix_str(variant.name)
+            entries.extend(builder.build_variant(variant))
+        manifest = Manifest(
+            target=profile.name,
+            created=now_utc(),
+            source=_source_record(plan, ref),
+            env=_env_record(plan),
+            task=_task_record(plan),
+            versions=versions(),
+            artifacts=entries,
+            root=tmp,
+        )
+        for entry in tqdm(entries, desc="gates", unit="artifact", disable=config.quiet):
+            if entry.status == "ok":
+                variant = VARIANTS[entry.variant]
+                tolerance = PRECISIONS[variant.precision].tolerance
+                gates.gate(
+                    manifest, entry, ref, builder.source_q(variant.source, ref.obs), profile, tolerance
+                )
+        finish(manifest, profile, config, plan.started)
     manifest.root = out
     return manifest
 

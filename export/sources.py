@@ -37,7 +37,8 @@ class SourceModel:
     """A network to export, and where it came from (recorded in the ONNX metadata and the manifest)."""
 
     model: nn.Module
-    config: NetConfig
+    config: NetConfig | None
+    """The NeuroQuant network config; None for a policy source (``--policy``), whose module has none."""
     checkpoint: str
     """The checkpoint this network is (or derives from)."""
     sha256: str

@@ -1,0 +1,317 @@
+"""``python -m export --policy KIND:PATH --env ENV_ID``: a trained policy, for any Gymnasium task, exported
+as every variant × format the target profile lists, gated by action kind, in one schema-2 manifest.
+
+The gridworld export (``export.pipeline``) calibrates and gates on a replay buffer and the BFS oracle; a
+policy source brings neither. Here the policy (``export.policies.load_policy``) comes with its task spec,
+calibration states come from noisy rollouts of the float policy (:func:`rollout_states`), and the gates
+compare actions and seeded-episode returns (``export.task_gates``). What the two paths share is reused
+from the pipeline: the staged output folder and its atomic swap, the :class:`~export.pipeline.Builder`
+(format builders, ONNX-level precisions), the manifest's versions and the final writes.
+
+Variants: the float network's (float, fp16, int8-dynamic, int8-static) are built in the formats the
+profile lists (``onnx``, ``openvino``; ``tensorrt`` pending on the device as usual). Pruned, masked and
+distilled variants, and their int8 combinations, need pruning and distillation of an arbitrary torch
+module, not implemented yet; the ``torch`` format saves NeuroQuant checkpoints (a network config and its
+weights), which a foreign module has no config for. Both are recorded ``skipped`` with the reason, never
+dropped, so the manifest still says what the target would take.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+import tasks
+from backends.manifest import ArtifactEntry, Manifest
+from backends.profiles import TargetProfile, load_profile
+from common.fileio import output_problem
+from export import task_gates
+from export.formats import get_format
+from export.onnx_export import EXPORTERS, torch_q_values
+from export.pipeline import Builder, ExportConfig, finish, now_utc, select_variants, staged_folder, versions
+from export.policies import LoadedPolicy, load_policy
+from export.quantize import PRECISIONS
+from export.sources import SourceContext, SourceModel
+from export.variants import VARIANTS, Variant
+from tasks import EvaluationSpec, TaskSpec
+
+CALIBRATION_STATES = 4096
+"""States the float policy's noisy rollouts give for int8 calibration and the parity gates. Enough that
+MinMax ranges see the states the policy meets (~300 already calibrate a small MLP, PITFALLS) and that the
+agreement figure resolves the 0.99 threshold (one state is 0.024 %; ±0.3 % at the 95 % level); few
+enough that rollouts, calibration and the gates take about a second each on 2 cores."""
+CALIBRATION_ENVS = 16
+"""Envs stepped side by side (one batched policy call per step): 16 episodes' worth of starts rather
+than one long episode, 256 steps each."""
+CALIBRATION_SEED = 10_000
+"""Reset seeds of the rollouts start here (plus ``--seed`` × envs): apart from the evaluation seeds
+0..episodes-1, so the return gate plays episodes the calibration never saw."""
+EPSILON = 0.1
+"""Discrete exploration: the share of steps whose action is drawn uniformly instead of the policy's."""
+BOX_NOISE = 0.1
+"""Box exploration: Gaussian noise of this × (high − low) per dimension, clipped to the bounds."""
+CHANNEL_FORMATS = ("onnx", "openvino", "tensorrt")
+"""Formats built from the variant's ONNX, which a policy source has; ``torch`` needs a NeuroQuant config."""
+
+
+@dataclass
+class TaskPlan:
+    """A checked policy export: what :func:`prepare` resolved, ready to :func:`build`."""
+
+    config: ExportConfig
+    profile: TargetProfile
+    variants: list[Variant]
+    policy: LoadedPolicy
+    task: TaskSpec
+    """The policy's task, its evaluation set to ``config.episodes`` seeds (what the manifest records)."""
+    calib_obs: np.ndarray
+    """float32 ``[CALIBRATION_STATES, obs_dim]`` states of the float policy's noisy rollouts."""
+    calibration: dict[str, Any]
+    """How :attr:`calib_obs` was made (for the manifest)."""
+    started: float = field(default_factory=time.perf_counter)
+
+
+# ---------------------------------------------------------------------------------------------- prepare
+
+
+def infer_fn(policy: LoadedPolicy) -> task_gates.Policy:
+    """The float torch policy on flat float32 observations ``[N, obs_dim]`` → flat outputs."""
+    return lambda obs: torch_q_values(policy.model, obs).reshape(len(obs), -1)
+
+
+def explore(task: TaskSpec, actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The policy's actions with exploration noise: ε-greedy (:data:`EPSILON`) for discrete actions,
+    Gaussian :data:`BOX_NOISE` × range, clipped, for box. Draws the same numbers whatever the actions, so a
+    seed gives one noise sequence."""
+    if task.action.kind == "discrete":
+        pick = rng.random(len(actions)) < EPSILON
+        random = rng.integers(0, task.action.n, size=len(actions))
+        return np.where(pick, random, actions).astype(actions.dtype)
+    low, high = tasks.action_bounds(task)
+    noise = rng.normal(0.0, 1.0, size=actions.shape) * (BOX_NOISE * (high - low))
+    return np.clip(actions + noise, low, high).astype(np.float32)
+
+
+def rollout_states(
+    task: TaskSpec,
+    infer: task_gates.Policy,
+    seed: int = 0,
+    n_states: int = CALIBRATION_STATES,
+    n_envs: int = CALIBRATION_ENVS,
+) -> np.ndarray:
+    """Observations the float policy meets when it acts with exploration noise (no dataset needed).
+
+    ``n_envs`` envs reset with seeds ``CALIBRATION_SEED + seed·n_envs + i`` step together until
+    ``n_states`` observations are collected; an env whose episode ends starts the next one (the vector
+    env's auto-reset). Seeded throughout: the same seed gives the same states.
+    """
+    rng = np.random.default_rng(seed)
+    policy = task_gates.batched(task, infer)
+    env = tasks.make_env(task, num_envs=n_envs)
+    rows = []
+    try:
+        obs, _ = env.reset(seed=[CALIBRATION_SEED + seed * n_envs + i for i in range(n_envs)])
+        for _ in range(math.ceil(n_states / n_envs)):
+            obs = np.asarray(obs, dtype=np.float32)
+            rows.append(obs.reshape(n_envs, -1))
+            actions = explore(task, tasks.select_actions(task, policy(obs)), rng)
+            obs, *_ = env.step(actions)
+    finally:
+        env.close()
+    return np.ascontiguousarray(np.concatenate(rows)[:n_states])
+
+
+def prepare(config: ExportConfig) -> TaskPlan:
+    """Check the configuration, load the policy and collect its calibration states; a ``ValueError``
+    (or ``tasks.TaskUnavailable``) names what is wrong before anything is written."""
+    if not config.env:
+        raise ValueError(
+            f"--policy {config.policy} needs --env ENV_ID, the Gymnasium id of the task it acts in "
+            f"(e.g. --env CartPole-v1)"
+        )
+    if config.episodes < 2:
+        raise ValueError(f"--episodes {config.episodes}: the return's 95% CI needs at least 2 episodes")
+    profile = load_profile(config.target)
+    for fmt in profile.formats:
+        get_format(fmt)
+    variants = select_variants(profile, config.variant_names())
+    if config.exporter not in EXPORTERS:
+        raise ValueError(f"unknown exporter {config.exporter!r}; use one of {', '.join(EXPORTERS)}")
+    if problem := output_problem(config.out_dir, "dir"):
+        raise ValueError(f"--out: {problem}; choose another --out")
+    policy = load_policy(config.policy, config.env, config.trust_pickle)
+    task = replace(policy.task, evaluation=EvaluationSpec("episodes", tuple(range(config.episodes))))
+    if task.observation.preprocess:
+        ops = [step["op"] for step in task.observation.preprocess]
+        raise ValueError(f"task {task.name!r}: observation preprocessing {ops} is not exported yet")
+    calib = rollout_states(task, infer_fn(policy), seed=config.seed)
+    calibration = {
+        "states": len(calib),
+        "envs": CALIBRATION_ENVS,
+        "steps_per_env": math.ceil(CALIBRATION_STATES / CALIBRATION_ENVS),
+        "first_reset_seed": CALIBRATION_SEED + config.seed * CALIBRATION_ENVS,
+        "noise_seed": config.seed,
+        "exploration": f"epsilon-greedy {EPSILON}"
+        if task.action.kind == "discrete"
+        else f"gaussian {BOX_NOISE} x (high - low), clipped",
+    }
+    return TaskPlan(config, profile, variants, policy, task, calib, calibration)
+
+
+# ------------------------------------------------------------------------------------------------ build
+
+
+NEEDS = {
+    "pruned": "structured pruning and distillation fine-tuning",
+    "masked": "L1 masking and distillation fine-tuning",
+    "distilled": "a student distilled from it",
+}
+"""What a derived source (``export.sources.SOURCES``, by its name's first word) would need of the policy."""
+
+
+def skip_reason(variant: Variant, fmt: str, kind: str) -> str | None:
+    """Why ``variant`` in ``fmt`` is not built from a ``kind`` policy source, or None if it is."""
+    if variant.source != "float":
+        needs = NEEDS.get(variant.source.split("-")[0], f"its {variant.source} network")
+        built = ", ".join(v.name for v in VARIANTS.values() if v.source == "float")
+        return (
+            f"not built from a {kind} policy yet: {variant.name} needs {needs} of an arbitrary torch "
+            f"module, which export implements for NeuroQuant networks only; built instead: {built}"
+        )
+    if fmt not in CHANNEL_FORMATS:
+        return (
+            f"not built from a {kind} policy: the {fmt} format saves NeuroQuant checkpoints (a network "
+            f"config and weights), and the policy's module has no such config; its float network is the "
+            f"float ONNX artifact"
+        )
+    return None
+
+
+def _build_entries(plan: TaskPlan, builder: Builder, quiet: bool) -> list[ArtifactEntry]:
+    """Every (variant, format) of the plan: built, or ``skipped`` with the reason."""
+    entries: list[ArtifactEntry] = []
+    progress = tqdm(plan.variants, desc=f"export {plan.task.name} {plan.profile.name}", disable=quiet)
+    for variant in progress:
+        progress.set_postfix_str(variant.name)
+        skipped = {f: skip_reason(variant, f, plan.policy.kind) for f in builder.formats_of(variant)}
+        built = [f for f, reason in skipped.items() if reason is None]
+        made = {e.format: e for e in builder.build_variant(variant, built)} if built else {}
+        entries += [
+            made[f] if reason is None else builder.entry(variant, f, status="skipped", reason=reason)
+            for f, reason in skipped.items()
+        ]
+    return entries
+
+
+def _source_record(plan: TaskPlan, ref: task_gates.TaskReference) -> dict[str, Any]:
+    policy = plan.policy
+    return {
+        "policy": plan.config.policy,
+        "kind": policy.kind,
+        "path": policy.path,
+        "checkpoint": policy.path,  # the key schema-1 readers know the source file by
+        "sha256": policy.sha256,
+        "params": int(sum(p.numel() for p in policy.model.parameters())),
+        "info": policy.info,
+        "trust_pickle": plan.config.trust_pickle,
+        "eval": task_gates.eval_record(ref.evaluation, ref.evaluation),
+        "calibration": plan.calibration,
+    }
+
+
+def _env_record(task: TaskSpec) -> dict[str, Any]:
+    """The schema-1 ``env`` (DESIGN.md §5), for readers that predate ``task``."""
+    return {
+        "id": task.env.id,
+        "kwargs": dict(task.env.kwargs),
+        "obs_shape": list(task.observation.shape),
+        "n_actions": math.prod(tasks.actions.expected_output_shape(task)),
+    }
+
+
+def build(plan: TaskPlan) -> Manifest:
+    """Build, gate and record every artifact of ``plan``; return the manifest (rooted at the output)."""
+    config, profile, policy, task = plan.config, plan.profile, plan.policy, plan.task
+    out = config.out_dir
+    float_source = SourceModel(policy.model, None, policy.path, policy.sha256, {"policy": config.policy})
+    context = SourceContext(float_source, None, plan.calib_obs, config.seed)
+    io = (math.prod(task.observation.shape), math.prod(tasks.actions.expected_output_shape(task)))
+    with staged_folder(out) as tmp, tempfile.TemporaryDirectory(prefix="neuroquant-export-") as scratch:
+        builder = Builder(profile, context, io, tmp, Path(scratch), config.exporter)
+        ref = task_gates.make_reference(task, infer_fn(policy), plan.calib_obs, config.episodes)
+        entries = _build_entries(plan, builder, config.quiet)
+        manifest = Manifest(
+            target=profile.name,
+            created=now_utc(),
+            source=_source_record(plan, ref),
+            env=_env_record(task),
+            task=task.to_dict(),
+            versions=versions(),
+            artifacts=entries,
+            root=tmp,
+        )
+        for entry in tqdm(entries, desc="gates", unit="artifact", disable=config.quiet):
+            if entry.status != "ok":
+                continue
+            tolerance = PRECISIONS[VARIANTS[entry.variant].precision].tolerance
+            task_gates.gate(manifest, entry, ref, profile, tolerance)
+            if entry.status == "ok":
+                entry.backends, refused = task_gates.runnable_backends(manifest, entry, profile)
+                if refused:
+                    entry.extra["refused_by"] = refused
+        finish(manifest, profile, config, plan.started)
+    manifest.root = out
+    return manifest
+
+
+def run_export(config: ExportConfig) -> Manifest:
+    """prepare + build."""
+    return build(prepare(config))
+
+
+# ------------------------------------------------------------------------------------------------ table
+
+
+def _parity_text(parity: dict[str, float]) -> str:
+    if "action_agreement" in parity:
+        return f"agree {parity['action_agreement']:.2%}"
+    if "mean_action_error" in parity:
+        return f"|Δa| {parity['mean_action_error']:.2%} p99 {parity['p99_action_error']:.2%}"
+    return "-"
+
+
+def format_table(manifest: Manifest) -> str:
+    """variant / format / precision / size / params / return ± CI half-width / parity / status."""
+    header = ("variant", "format", "prec", "size", "params", "return", "parity", "status")
+    rows = [header]
+    for a in manifest.artifacts:
+        ret, ci = a.eval.get("mean_return"), a.eval.get("ci95")
+        status = a.status if a.status == "ok" else f"{a.status}: {a.reason}"
+        rows.append(
+            (
+                a.variant,
+                a.format,
+                a.precision,
+                "-" if a.size_bytes is None else f"{a.size_bytes / 1024:.1f} KiB",
+                "-" if a.params is None else f"{a.params:,}",
+                "-" if ret is None else f"{ret:.1f} ± {(ci[1] - ci[0]) / 2:.1f}",
+                _parity_text(a.parity),
+                status if len(status) <= 90 else status[:87] + "...",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows]
+    ev = manifest.source["eval"]
+    low, high = ev["ci95"]
+    lines.append(
+        f"float policy ({manifest.source['policy']}): mean return {ev['mean_return']:.2f}, "
+        f"95% CI [{low:.2f}, {high:.2f}] over {ev['episodes']} episodes"
+    )
+    return "\n".join(lines)
