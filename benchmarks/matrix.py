@@ -310,8 +310,8 @@ def write_spec(cell: Cell, config: BenchConfig, work: Path, common: dict[str, An
 def run_cell(cell: Cell, config: BenchConfig, work: Path, common: dict[str, Any]) -> Outcome:
     """Run one cell in its own process (or decide without one that it cannot run)."""
     entry = cell.entry
-    if entry is not None and entry.status == "pending-on-device":
-        return Outcome("skipped", f"artifact pending-on-device ({entry.reason})", 0.0)
+    if entry is not None and entry.status in ("pending-on-device", "skipped"):
+        return Outcome("skipped", f"artifact {entry.status} ({entry.reason})", 0.0)
     if entry is not None and entry.status == "failed" and entry.sha256 is None:
         return Outcome("failed", f"export failed: {entry.reason}", 0.0)
     spec_path, result_path = write_spec(cell, config, work, common)

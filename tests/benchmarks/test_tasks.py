@@ -29,3 +29,24 @@ def test_a_cartpole_matrix_reports_the_task_and_its_return_ci(tmp_path: Path, ca
         assert r["oracle_ratio"] == ""  # no oracle outside the gridworld
     latency = [r for r in rows if r["scenario"] == "latency"]
     assert all(r["mean_return"] == "" for r in latency)  # the manifest's entries carry no gate evaluation
+
+
+def test_a_skipped_artifact_gives_skipped_rows_with_its_reason(tmp_path: Path, capsys) -> None:
+    """A policy-source export records the variants it cannot build yet as ``skipped`` (no file): the matrix
+    reports them without starting a cell process."""
+    import json
+
+    manifest = cartpole_manifest(tmp_path / "artifacts")
+    data = json.loads(manifest.read_text())
+    skipped = {**data["artifacts"][0], "name": "pruned-50/onnx", "variant": "pruned-50", "path": ""}
+    skipped.update(sha256=None, size_bytes=None, status="skipped", reason="pruning a foreign policy: not yet")
+    data["artifacts"].append(skipped)
+    manifest.write_text(json.dumps(data))
+    out = tmp_path / "bench"
+    args = ["--manifest", str(manifest), "--out", str(out), *FAST, "--backends", "onnxruntime"]
+    assert main([*args, "--variants", "pruned-50"]) == 0
+    capsys.readouterr()
+    _, rows, meta = read_pair(out)
+    assert {(r["variant"], r["status"]) for r in rows} == {("pruned-50", "skipped")}
+    assert all("artifact skipped (pruning a foreign policy: not yet)" in r["reason"] for r in rows)
+    assert all(c["seconds"] == 0.0 for c in meta["cells"])  # decided without a process
