@@ -21,7 +21,7 @@ STUDENT_DIR ?= runs/distilled
 # One torch thread is faster than two on 2 shared cores; the step budget is the trainer's default (40k).
 TRAIN_FLAGS ?= --threads 1 --no-progress
 
-.PHONY: help setup browser run test test-fast test-portable lint collect viz train distill export edge bench bench-env report clean
+.PHONY: help setup browser run test test-fast test-portable lint collect viz train distill zoo export edge bench bench-env report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -49,6 +49,14 @@ train: $(STAMP)  ## offline RL on the dataset (ALGO=cql|bcq|td3bc|bc)
 
 distill: $(STAMP)  ## distil the trained policy into a small student
 	$(PY) -m train.distill --teacher $(TEACHER) --dataset $(DATASET) --out $(STUDENT_DIR)
+
+# The task a target works on, by name (the zoo's names: python -m train.zoo --help). Empty = the embedded
+# gridworld wherever a target has it as its default; `make zoo` needs one.
+TASK ?=
+ZOO_FLAGS ?=
+
+zoo: $(STAMP)  ## train a Stable-Baselines3 policy into runs/zoo/<TASK>/ (make zoo TASK=cartpole|lunarlander|pendulum|halfcheetah)
+	$(PY) -m train.zoo --task "$(TASK)" $(ZOO_FLAGS)
 
 viz: $(STAMP)  ## redraw the dataset plots
 	$(PY) -m train.viz $(DATASET)
@@ -93,14 +101,24 @@ lint: $(STAMP)  ## ruff check + format check, hadolint on the Dockerfile
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint Dockerfile
 
-export: $(STAMP)  ## every variant x format of TARGET into artifacts/<TARGET>/ (make export TARGET=x86|arm64|jetson)
-	$(PY) -m export --target $(TARGET)
+# A policy from elsewhere for any task: make export TARGET=x86 POLICY=sb3:runs/zoo/cartpole/model.zip
+# ENV=CartPole-v1 [TRUST_PICKLE=1] writes artifacts/<task>/<TARGET>/. POLICY without KIND: is collect's
+# policy (mixed …), so the gridworld pipeline (make run) is unchanged. TASK (above) picks that task's
+# manifest for make bench and make edge.
+ENV ?=
+TRUST_PICKLE ?=
+POLICY_SOURCE = $(if $(findstring :,$(POLICY)),--policy $(POLICY) $(if $(ENV),--env $(ENV)) \
+	$(if $(TRUST_PICKLE),--trust-pickle),)
+MANIFEST = artifacts/$(if $(filter-out gridworld,$(TASK)),$(TASK)/)$(TARGET)/manifest.json
+
+export: $(STAMP)  ## every variant x format of TARGET (make export TARGET=x86; POLICY=sb3:model.zip ENV=CartPole-v1)
+	$(PY) -m export --target $(TARGET) $(POLICY_SOURCE)
 
 REPORT_DIR ?= reports/out
 BENCH_FLAGS ?=
 
-bench: $(STAMP)  ## the benchmark matrix over every artifact x backend of TARGET (make bench TARGET=x86)
-	$(PY) -m benchmarks --manifest artifacts/$(TARGET)/manifest.json --out results/benchmark $(BENCH_FLAGS)
+bench: $(STAMP)  ## the benchmark matrix over every artifact x backend of TARGET (make bench TARGET=x86 [TASK=cartpole])
+	$(PY) -m benchmarks --manifest $(MANIFEST) --out results/benchmark $(BENCH_FLAGS)
 
 report: $(STAMP)  ## tables, bubble chart and index.html from results/ into reports/out/
 	$(PY) -m reports --results results --out $(REPORT_DIR)
@@ -115,7 +133,7 @@ FPS ?= 10
 EPISODES_EDGE ?= 20
 
 edge: $(STAMP)  ## run edge_runtime on an artifact: make edge TARGET=x86 VARIANT=int8-static BACKEND=onnxruntime FPS=10
-	$(PY) -m edge_runtime --manifest artifacts/$(TARGET)/manifest.json --variant $(VARIANT) --backend $(BACKEND) \
+	$(PY) -m edge_runtime --manifest $(MANIFEST) --variant $(VARIANT) --backend $(BACKEND) \
 		--fps $(FPS) --episodes $(EPISODES_EDGE) --out results/sessions
 
 clean:  ## remove generated outputs (keeps .venv)
