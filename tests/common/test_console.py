@@ -50,4 +50,4 @@ def test_a_command_is_its_module(name: str, module: str) -> None:
 
 def test_the_console_script_is_installed_under_that_name() -> None:
     text = (REPO / "pyproject.toml").read_text()
-    assert '[project.scripts]\n# ' in text and '\nneuroquant = "common.console:main"\n' in text
+    assert "[project.scripts]\n# " in text and '\nneuroquant = "common.console:main"\n' in text
