@@ -147,8 +147,9 @@ def _check_shapes(source: SourceModel, obs_dim: int, what: str) -> None:
         )
 
 
-def prepare(config: ExportConfig) -> Plan:
-    """Resolve and check the configuration; raise ValueError (ProfileError, CheckpointError, …) if bad."""
+def check_output(config: ExportConfig) -> tuple[TargetProfile, list[Variant]]:
+    """What every export checks first, whatever the policy: the target profile and its formats, the
+    variants asked for, the exporter and the output folder; returns (profile, variants)."""
     profile = load_profile(config.target)
     for fmt in profile.formats:
         get_format(fmt)
@@ -157,6 +158,12 @@ def prepare(config: ExportConfig) -> Plan:
         raise ValueError(f"unknown exporter {config.exporter!r}; use one of {', '.join(EXPORTERS)}")
     if problem := output_problem(config.out_dir, "dir"):
         raise ValueError(f"--out: {problem}; choose another --out")
+    return profile, variants
+
+
+def prepare(config: ExportConfig) -> Plan:
+    """Resolve and check the configuration; raise ValueError (ProfileError, CheckpointError, …) if bad."""
+    profile, variants = check_output(config)
     float_source = _load_source(Path(config.checkpoint))
     dataset = load_dataset(config.dataset)
     env_model = env_model_from_metadata(dataset.metadata)

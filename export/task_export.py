@@ -30,12 +30,10 @@ from tqdm import tqdm
 
 import tasks
 from backends.manifest import ArtifactEntry, Manifest
-from backends.profiles import TargetProfile, load_profile
-from common.fileio import output_problem
+from backends.profiles import TargetProfile
 from export import task_gates
-from export.formats import get_format
-from export.onnx_export import EXPORTERS, torch_q_values
-from export.pipeline import Builder, ExportConfig, finish, now_utc, select_variants, staged_folder, versions
+from export.onnx_export import torch_q_values
+from export.pipeline import Builder, ExportConfig, check_output, finish, now_utc, staged_folder, versions
 from export.policies import LoadedPolicy, load_policy
 from export.quantize import PRECISIONS
 from export.sources import SourceContext, SourceModel
@@ -138,14 +136,7 @@ def prepare(config: ExportConfig) -> TaskPlan:
         )
     if config.episodes < 2:
         raise ValueError(f"--episodes {config.episodes}: the return's 95% CI needs at least 2 episodes")
-    profile = load_profile(config.target)
-    for fmt in profile.formats:
-        get_format(fmt)
-    variants = select_variants(profile, config.variant_names())
-    if config.exporter not in EXPORTERS:
-        raise ValueError(f"unknown exporter {config.exporter!r}; use one of {', '.join(EXPORTERS)}")
-    if problem := output_problem(config.out_dir, "dir"):
-        raise ValueError(f"--out: {problem}; choose another --out")
+    profile, variants = check_output(config)
     policy = load_policy(config.policy, config.env, config.trust_pickle)
     task = replace(policy.task, evaluation=EvaluationSpec("episodes", tuple(range(config.episodes))))
     if task.observation.preprocess:

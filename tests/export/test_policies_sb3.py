@@ -7,14 +7,11 @@ Loading runs with ``pickle``/``cloudpickle`` loading patched to raise, so a pass
 
 from __future__ import annotations
 
-import contextlib
-import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -25,32 +22,11 @@ import tasks
 from export.onnx_export import export_onnx, onnx_q_values
 from export.policies import LoadedPolicy, kinds, load_policy, parse_policy
 from export.policies.sb3 import load_sb3
+from tests.no_pickle import Unpickled, forbid_unpickling
 
 N_OBS = 200
 BOX_TOL = 1e-5
 ONNX_TOL = 1e-5
-
-
-class Unpickled(AssertionError):
-    """Raised by the patched loaders: something tried to unpickle."""
-
-
-@contextlib.contextmanager
-def forbid_unpickling() -> Iterator[None]:
-    """Every pickle entry point SB3 files could be read through raises :class:`Unpickled`."""
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise Unpickled("unpickling attempted")
-
-    with pytest.MonkeyPatch.context() as mp:
-        for module, name in (
-            (pickle, "loads"),
-            (pickle, "load"),
-            (pickle, "Unpickler"),
-            (cloudpickle, "loads"),
-        ):
-            mp.setattr(module, name, refuse)
-        yield
 
 
 @dataclass(frozen=True)

@@ -6,18 +6,14 @@ steps, and the checks are on what is written and how the saved zip is read back.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import math
-import pickle
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
 import gymnasium
 import numpy as np
 import pytest
@@ -27,30 +23,13 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 import tasks
 from common.fileio import file_sha256
 from export.policies.sb3 import load_sb3
+from tests.no_pickle import forbid_unpickling
 from train import zoo
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--task", "cartpole", "--steps", "512", "--eval-episodes", "5", "--no-progress"]
 # What each algorithm can act in: DQN needs discrete actions, SAC and TD3 box ones, PPO takes both.
 ACTION_KINDS = {"ppo": {"discrete", "box"}, "dqn": {"discrete"}, "sac": {"box"}, "td3": {"box"}}
-
-
-@contextlib.contextmanager
-def forbid_unpickling() -> Iterator[None]:
-    """Every pickle entry point an SB3 zip could be read through raises, so a load proves none was used."""
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("unpickling attempted")
-
-    with pytest.MonkeyPatch.context() as mp:
-        for module, name in (
-            (pickle, "loads"),
-            (pickle, "load"),
-            (pickle, "Unpickler"),
-            (cloudpickle, "loads"),
-        ):
-            mp.setattr(module, name, refuse)
-        yield
 
 
 def test_recipes_cover_the_issue_table() -> None:
