@@ -287,16 +287,42 @@ def run_model_cell(spec: dict[str, Any], rec: Recorder) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------
-def measure_env_single(config: dict[str, Any]) -> dict[str, Any]:
+def _task(spec: dict[str, Any]) -> Any:
+    """The manifest's task, or None for the gridworld (whose env the env rows time by default)."""
+    from backends.manifest import load_manifest
+    from tasks.envs import gridworld_kwargs
+
+    task = load_manifest(spec["manifest"]).task_spec()
+    return None if gridworld_kwargs(task) is not None else task
+
+
+def measure_env_single(spec: dict[str, Any]) -> dict[str, Any]:
+    """Steps/s of one env: the gridworld's numpy core, or the manifest's Gymnasium task (``env.step``
+    with random actions, resets untimed)."""
     from benchmarks.env_speed import measure_rate, single_env_chunk
 
+    config, task = spec["config"], _task(spec)
+    if task is not None:
+        from benchmarks.observations import bare_env_step_us
+
+        steps = max(1000, int(config["env_seconds"] * 20_000))
+        mean_us = bare_env_step_us(task, steps)["mean"]
+        return {"value": round(1e6 / mean_us, 1), "unit": "steps/s", "iterations": steps}
     repeats = config["env_repeats"]
     r = measure_rate("env_single", "steps/s", single_env_chunk(), config["env_seconds"] / repeats, repeats)
     return {"value": round(r.median, 1), "unit": r.unit}
 
 
-def measure_env_vector(config: dict[str, Any]) -> dict[str, Any]:
+def measure_env_vector(spec: dict[str, Any]) -> dict[str, Any]:
+    """Env-steps/s of the gridworld's batched vector env (its own numpy program; no task has one)."""
     from benchmarks.env_speed import measure_rate, vector_env_chunk
+
+    config = spec["config"]
+    if (task := _task(spec)) is not None:
+        return {
+            "status": "skipped",
+            "reason": f"env_vector times the gridworld's batched env, not {task.env.id}",
+        }
 
     repeats, n = config["env_repeats"], config["env_vector_envs"]
     chunk = vector_env_chunk(n)
@@ -304,10 +330,11 @@ def measure_env_vector(config: dict[str, Any]) -> dict[str, Any]:
     return {"value": round(r.median, 1), "unit": r.unit}
 
 
-def measure_trainer(config: dict[str, Any]) -> dict[str, Any]:
+def measure_trainer(spec: dict[str, Any]) -> dict[str, Any]:
     """Gradient steps/s of the offline trainer's inner loop (CQL, batch 256, 256×256; needs torch)."""
     from benchmarks.train_speed import default_dataset, measure  # imports torch
 
+    config = spec["config"]
     steps, repeats = config["trainer_steps"], config["trainer_repeats"]
     r = measure(
         default_dataset(),
@@ -328,7 +355,7 @@ HOST_MEASURES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 
 def run_host_cell(spec: dict[str, Any], rec: Recorder) -> None:
     for scenario in spec["scenarios"]:
-        rec.run(scenario, lambda s=scenario: HOST_MEASURES[s](spec["config"]), skip_missing=True)
+        rec.run(scenario, lambda s=scenario: HOST_MEASURES[s](spec), skip_missing=True)
 
 
 def main(argv: list[str] | None = None) -> int:

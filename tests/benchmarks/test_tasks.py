@@ -50,3 +50,16 @@ def test_a_skipped_artifact_gives_skipped_rows_with_its_reason(tmp_path: Path, c
     assert {(r["variant"], r["status"]) for r in rows} == {("pruned-50", "skipped")}
     assert all("artifact skipped (pruning a foreign policy: not yet)" in r["reason"] for r in rows)
     assert all(c["seconds"] == 0.0 for c in meta["cells"])  # decided without a process
+
+
+def test_the_env_rows_time_the_tasks_own_env(tmp_path: Path, capsys) -> None:
+    manifest = cartpole_manifest(tmp_path / "artifacts")
+    out = tmp_path / "bench"
+    fast = [a for a in FAST if a != "--no-env"]
+    assert main(["--manifest", str(manifest), "--out", str(out), *fast, "--backends", "numpy"]) == 0
+    capsys.readouterr()
+    _, rows, _ = read_pair(out)
+    env = {r["scenario"]: r for r in rows if r["variant"] == "-"}
+    assert env["env_single"]["status"] == "ok" and env["env_single"]["task"] == "cartpole"
+    assert float(env["env_single"]["value"]) > 0 and env["env_single"]["unit"] == "steps/s"
+    assert env["env_vector"]["status"] == "skipped" and "not CartPole-v1" in env["env_vector"]["reason"]
