@@ -38,8 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_dataclass(ExportConfig, parser, list(argv) if argv is not None else None)
     stage = task_export if config.policy else pipeline  # a policy source, or the gridworld checkpoint
     try:
-        if config.env and not config.policy:
-            raise ValueError(f"--env {config.env} applies to a --policy KIND:PATH export only")
+        for flag, value in (("--env", config.env), ("--vecnormalize", config.vecnormalize)):
+            if value and not config.policy:
+                raise ValueError(f"{flag} {value} applies to a --policy KIND:PATH export only")
         plan = stage.prepare(config)
     except (ValueError, TaskUnavailable) as err:  # ProfileError, CheckpointError, DatasetError, our checks
         print(f"python -m export: error: {err}", file=sys.stderr)

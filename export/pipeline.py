@@ -80,6 +80,9 @@ class ExportConfig:
     trust_pickle: bool = False
     """Let --policy read what only unpickling can read (e.g. an SB3 zip's pickled policy_kwargs).
     Unpickling runs any code the file carries: only for files you trust."""
+    vecnormalize: str = ""
+    """--policy sb3: the VecNormalize statistics (VecNormalize.save(), a pickle) the policy was trained
+    behind; its observation normalisation is baked into the exported graph. Needs --trust-pickle."""
     episodes: int = 50
     """--policy exports: episodes (seeds 0..N-1) of the return gate, for the float policy's 95% CI and for
     every artifact's mean return."""

@@ -137,7 +137,8 @@ def prepare(config: ExportConfig) -> TaskPlan:
     if config.episodes < 2:
         raise ValueError(f"--episodes {config.episodes}: the return's 95% CI needs at least 2 episodes")
     profile, variants = check_output(config)
-    policy = load_policy(config.policy, config.env, config.trust_pickle)
+    options = {"vecnormalize": Path(config.vecnormalize)} if config.vecnormalize else {}
+    policy = load_policy(config.policy, config.env, config.trust_pickle, **options)
     task = replace(policy.task, evaluation=EvaluationSpec("episodes", tuple(range(config.episodes))))
     if task.observation.preprocess:
         ops = [step["op"] for step in task.observation.preprocess]

@@ -332,6 +332,8 @@ def test_exploration_noise() -> None:
 
 def test_refusals(cartpole_zip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     x86 = ["--target", "x86"]
+    stats = tmp_path / "vecnormalize.pkl"  # VecNormalize statistics are a pickle: never read untrusted
+    stats.write_bytes(b"\x80\x04N.")
     cases = {
         "unknown kind 'keras'": [*x86, "--policy", f"keras:{cartpole_zip}", "--env", "CartPole-v1"],
         "needs --env ENV_ID": [*x86, "--policy", f"sb3:{cartpole_zip}"],
@@ -343,6 +345,12 @@ def test_refusals(cartpole_zip: Path, tmp_path: Path, capsys: pytest.CaptureFixt
             *x86, "--policy", f"sb3:{cartpole_zip}", "--env", "NoSuchEnv-v0",
         ],
         "applies to a --policy KIND:PATH export only": [*x86, "--env", "CartPole-v1"],
+        "--vecnormalize stats.pkl applies to a --policy KIND:PATH export only": [
+            *x86, "--vecnormalize", "stats.pkl",
+        ],
+        "--trust-pickle": [
+            *x86, "--policy", f"sb3:{cartpole_zip}", "--env", "CartPole-v1", "--vecnormalize", str(stats),
+        ],
         "at least 2 episodes": [
             *x86, "--policy", f"sb3:{cartpole_zip}", "--env", "CartPole-v1", "--episodes", "1",
         ],
