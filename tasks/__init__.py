@@ -10,7 +10,7 @@
 that make envs, and torch never (the edge runtime imports this package).
 """
 
-from tasks.actions import NonFiniteAction, action_bounds, select_actions
+from tasks.actions import NonFiniteAction, action_bounds, clip_action, select_actions
 from tasks.envs import TaskUnavailable, from_env, make_env, task_name
 from tasks.evaluation import EpisodeEvaluation, Policy, confidence_interval, evaluate, t_critical_975
 from tasks.named import get, names
@@ -27,6 +27,7 @@ __all__ = [
     "TaskSpec",
     "TaskUnavailable",
     "action_bounds",
+    "clip_action",
     "confidence_interval",
     "evaluate",
     "from_env",

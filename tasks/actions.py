@@ -32,14 +32,28 @@ def select_actions(spec: TaskSpec, outputs: np.ndarray) -> np.ndarray:
             f"task {spec.name!r}: expected network outputs of shape [N, {', '.join(map(str, want))}] "
             f"({spec.output}), got {list(outputs.shape)}"
         )
-    finite = np.isfinite(outputs)
-    if not finite.all():
-        rows = np.flatnonzero(~finite.reshape(len(outputs), -1).all(axis=1))
-        raise NonFiniteAction(f"non-finite action: network output rows {rows.tolist()} hold NaN or inf")
     if spec.action.kind == "discrete":
+        _check_finite(outputs, batch=True)
         return outputs.argmax(axis=1).astype(np.int64)
     low, high = action_bounds(spec)
-    return np.clip(outputs.astype(np.float32), low, high)
+    return clip_action(outputs.astype(np.float32), low, high, batch=True)
+
+
+def clip_action(outputs: np.ndarray, low: np.ndarray, high: np.ndarray, batch: bool = False) -> np.ndarray:
+    """The box rule: clip to ``[low, high]``, refusing NaN/inf. The edge loop calls it per frame on one
+    output, with the bounds of :func:`action_bounds` computed once; ``batch``: ``outputs`` is ``[N, …]``."""
+    _check_finite(outputs, batch)
+    return np.clip(outputs, low, high)
+
+
+def _check_finite(outputs: np.ndarray, batch: bool) -> None:
+    finite = np.isfinite(outputs)
+    if finite.all():
+        return
+    if batch:
+        rows = np.flatnonzero(~finite.reshape(len(outputs), -1).all(axis=1))
+        raise NonFiniteAction(f"non-finite action: network output rows {rows.tolist()} hold NaN or inf")
+    raise NonFiniteAction(f"non-finite action: the network returned {np.asarray(outputs).tolist()}")
 
 
 def action_bounds(spec: TaskSpec) -> tuple[np.ndarray, np.ndarray]:

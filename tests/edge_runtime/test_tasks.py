@@ -95,6 +95,18 @@ def test_a_non_finite_action_stops_the_session_with_its_reason(pendulum: Path, t
     assert "nan" in summary["error_detail"] and summary["frames"] == 0 and df.empty
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_discrete_model_gone_bad_stops_the_session_too(tmp_path: Path, bad: float) -> None:
+    """argmax of a row holding NaN or +inf picks it: the loop refuses instead of acting on it."""
+    lean = np.array([0.0, 0.0, 1.0, 0.5])
+    models = {"broken": (np.stack([-lean, lean]), np.array([0.0, bad]))}
+    manifest = task_manifest(tmp_path / "art", "CartPole-v1", models)
+    argv = ["--manifest", str(manifest), "--variant", "broken", "--backend", "onnxruntime", "--fps", "0"]
+    assert main([*argv, "--episodes", "2", "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    _, summary = _session(tmp_path / "out")
+    assert summary["stop_reason"] == STOP_NON_FINITE and summary["frames"] == 0
+
+
 def test_render_is_refused_for_a_gymnasium_task(cartpole: Path, tmp_path: Path) -> None:
     argv = ["--manifest", str(cartpole), "--variant", "float", "--backend", "numpy", "--render"]
     assert main([*argv, "--out", str(tmp_path), "--quiet"]) == 2
