@@ -515,7 +515,7 @@ def run_export(config: ExportConfig) -> Manifest:
 # ------------------------------------------------------------------------------------------------ table
 
 
-def _fmt_size(n: int | None) -> str:
+def fmt_size(n: int | None) -> str:
     return "-" if n is None else f"{n / 1024:.1f} KiB"
 
 
@@ -532,7 +532,7 @@ def format_table(manifest: Manifest) -> str:
                 a.variant,
                 a.format,
                 a.precision,
-                _fmt_size(a.size_bytes),
+                fmt_size(a.size_bytes),
                 "-" if a.params is None else f"{a.params:,}",
                 "-" if ret is None else f"{ret:.3f}",
                 "-" if agree is None else f"{agree:.2%}",

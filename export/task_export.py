@@ -33,7 +33,16 @@ from backends.manifest import ArtifactEntry, Manifest
 from backends.profiles import TargetProfile
 from export import task_gates
 from export.onnx_export import torch_q_values
-from export.pipeline import Builder, ExportConfig, check_output, finish, now_utc, staged_folder, versions
+from export.pipeline import (
+    Builder,
+    ExportConfig,
+    check_output,
+    finish,
+    fmt_size,
+    now_utc,
+    staged_folder,
+    versions,
+)
 from export.policies import LoadedPolicy, load_policy
 from export.quantize import PRECISIONS
 from export.sources import SourceContext, SourceModel
@@ -291,7 +300,7 @@ def format_table(manifest: Manifest) -> str:
                 a.variant,
                 a.format,
                 a.precision,
-                "-" if a.size_bytes is None else f"{a.size_bytes / 1024:.1f} KiB",
+                fmt_size(a.size_bytes),
                 "-" if a.params is None else f"{a.params:,}",
                 "-" if ret is None else f"{ret:.1f} ± {(ci[1] - ci[0]) / 2:.1f}",
                 _parity_text(a.parity),
