@@ -79,15 +79,20 @@ test-fast: $(STAMP)  ## the test suite without the slow end-to-end tests
 # tests — the fixture-built backend and export tests, and those whose outcome is a training, pruning or
 # int8 result — run again on two other orders, MKL's reproducible path and ATen's unvectorised kernels
 # (each moved a parity figure on an AMD EPYC host). Both runs share the 2 cores, side by side.
+# Left out to keep .ci/run under 15 minutes on 2 cores (it took 14 min 35 s with them): the DQN short runs
+# (their spread over three float paths is in docs/test-margins.md) and the sb3 loader tests, which compare
+# with SB3 on the same host and so hold on any float order by construction.
 PORTABLE_TESTS ?= tests/fixtures tests/backends/test_parity.py tests/backends/test_numpy_ref.py tests/export \
-	tests/train/test_algos.py tests/train/test_dqn.py tests/train/test_distill.py tests/train/test_mlp_grad.py \
+	tests/train/test_algos.py tests/train/test_distill.py tests/train/test_mlp_grad.py \
 	tests/train/test_optim.py tests/train/test_torch_private_api.py
+PORTABLE_IGNORE := --ignore=tests/export/test_policies_sb3.py
 PORTABLE_PATHS := MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default
 
 test-portable: $(STAMP)  ## the float-sensitive tests again on two other float paths (MKL_CBWR, ATEN_CPU_CAPABILITY)
 	@logs=$$(mktemp -d); pids=(); \
 	for path in $(PORTABLE_PATHS); do \
-		env $$path $(PY) -m pytest -q -p no:cacheprovider $(PORTABLE_TESTS) > $$logs/$$path.log 2>&1 & pids+=($$!); \
+		env $$path $(PY) -m pytest -q -p no:cacheprovider $(PORTABLE_IGNORE) $(PORTABLE_TESTS) \
+			> $$logs/$$path.log 2>&1 & pids+=($$!); \
 	done; \
 	status=0; i=0; for path in $(PORTABLE_PATHS); do \
 		echo "=== $$path"; \
