@@ -124,11 +124,13 @@ def test_int8_is_at_most_30_percent_of_fp32_at_pipeline_size(quantized: dict[str
 def test_int8_keeps_the_float_actions(
     quantized: dict[str, Path], teacher_net: MLPNet, env_model: GridModel, precision: str
 ) -> None:
-    """The committed teacher's Q margin is ≥ 0.5 in every acting state (0.61 measured); int8's error stays
-    below half of that (0.23 measured, both precisions), so no action can flip, on any float order."""
+    """The committed teacher's Q margin is ≥ 0.5 in every acting state (0.61 measured), and int8 keeps
+    every action. Its error is integer arithmetic on 7-bit weights (``reduce_range``), the same on every
+    CPU: 0.38 (dynamic) and 0.35 (static) measured; the bound catches a broken quantizer (8-bit weights
+    saturating on AVX2 without VNNI gave 3.3)."""
     obs = reachable_obs(env_model)
     q, ref = onnx_q_values(quantized[precision], obs), torch_q_values(teacher_net, obs)
-    assert np.abs(q - ref).max() < 0.3
+    assert np.abs(q - ref).max() < 0.45
     assert (q.argmax(1) == ref.argmax(1)).all()
 
 
@@ -197,7 +199,8 @@ def test_int8_biases_are_corrected(
 def test_equalization_lowers_the_int8_error_of_the_student(
     student: Path, env_model: GridModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The (64, 64) fixture student: mean |ΔQ| of int8-static 0.150 unequalized, 0.097 equalized."""
+    """The (64, 64) fixture student: mean |ΔQ| of int8-static 0.298 unequalized, 0.239 equalized (7-bit
+    weights; with 8-bit ones, which saturate on AVX2 without VNNI, it was 0.150 and 0.097)."""
     net, _, _ = load_checkpoint(student)
     calib = reachable_obs(env_model)
     src = export_onnx(net, 6, 3, tmp_path / "student.onnx", {})
@@ -209,4 +212,4 @@ def test_equalization_lowers_the_int8_error_of_the_student(
 
     equalized = error()
     monkeypatch.setattr(export.quantize, "equalize_activations", lambda model, obs: [])
-    assert equalized < 0.8 * error()
+    assert equalized < 0.9 * error()
