@@ -51,6 +51,13 @@ class TargetProfile:
     """Box-action gate: the largest 99th percentile of |Δa| / (high − low): a few states may move further
     (int8 rounding is amplified where a tanh is steep), but not one in a hundred by 10 % of the range."""
 
+    tie_margin: float = 0.05
+    """Discrete-action gate outside the gridworld: an artifact's action counts as agreeing when the float
+    policy rates it within this share of its typical output range (the median over the calibration states
+    of max − min output) of its best. The float policy is itself indifferent there: on the CartPole PPO
+    policy every int8 disagreement left lay within 0.18 logits (3.6 % of the 4.9 range) of the float's
+    pick, a probability ratio of 1.2. The gridworld's oracle ties play this part there."""
+
     def settings_for(self, backend: str) -> dict[str, Any]:
         return dict(self.backend_settings.get(backend, {}))
 
@@ -97,6 +104,7 @@ def load_profile(target: str, targets_dir: Path = TARGETS_DIR) -> TargetProfile:
             path=path,
             box_mean_error=float(runtime.get("box_mean_error", TargetProfile.box_mean_error)),
             box_p99_error=float(runtime.get("box_p99_error", TargetProfile.box_p99_error)),
+            tie_margin=float(runtime.get("tie_margin", TargetProfile.tie_margin)),
         )
     except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as err:
         raise ProfileError(f"{path}: malformed target profile ({err!r})") from err

@@ -38,7 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_dataclass(ExportConfig, parser, list(argv) if argv is not None else None)
     stage = task_export if config.policy else pipeline  # a policy source, or the gridworld checkpoint
     try:
-        for flag, value in (("--env", config.env), ("--vecnormalize", config.vecnormalize)):
+        policy_only = {"--env": config.env, "--vecnormalize": config.vecnormalize}
+        policy_only["--weights"] = config.weights
+        for flag, value in policy_only.items():
             if value and not config.policy:
                 raise ValueError(f"{flag} {value} applies to a --policy KIND:PATH export only")
         plan = stage.prepare(config)

@@ -83,6 +83,9 @@ class ExportConfig:
     vecnormalize: str = ""
     """--policy sb3: the VecNormalize statistics (VecNormalize.save(), a pickle) the policy was trained
     behind; its observation normalisation is baked into the exported graph. Needs --trust-pickle."""
+    weights: str = ""
+    """--policy torch:package.module:factory: the safetensors state dict loaded (strictly) into the module
+    the factory builds, e.g. --weights runs/my_policy.safetensors."""
     episodes: int = 50
     """--policy exports: episodes (seeds 0..N-1) of the return gate, for the float policy's 95% CI and for
     every artifact's mean return."""

@@ -20,7 +20,8 @@ import contextlib
 import copy
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,6 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from train.distill import agreement
 from train.networks import NetConfig, build_network, count_params
 
 #: Softmax temperature of the fine-tuning KL. The Q gap between the best two actions is ~0.05–0.2 on a
@@ -78,6 +78,52 @@ MAX_BATCH = 1024
 FINETUNE_THREADS = 1
 
 
+@dataclass(frozen=True)
+class Objective:
+    """What fine-tuning pulls a pruned or distilled network towards, and how a snapshot is scored.
+
+    ``loss(student_out, teacher_out)`` is minimised; ``score(student_out, teacher_out)`` (higher is
+    better) picks the snapshot that is kept. Argmax policies keep the teacher's action ranking
+    (:func:`argmax_objective`); box policies keep its actions (:func:`action_objective`).
+    """
+
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    score: Callable[[torch.Tensor, torch.Tensor], float]
+    describe: str
+
+
+def argmax_objective(temperature: float = TEMPERATURE) -> Objective:
+    """Q-values or logits: :func:`distillation_loss` at ``temperature``, scored by strict argmax agreement."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+    def score(student: torch.Tensor, teacher: torch.Tensor) -> float:
+        return float((student.argmax(dim=1) == teacher.argmax(dim=1)).float().mean())
+
+    return Objective(
+        loss=lambda s, t: distillation_loss(s, t, temperature),
+        score=score,
+        describe=f"tau^2*KL(tau={temperature}) + {Q_MSE_WEIGHT}*MSE(Q)",
+    )
+
+
+def action_objective(span: np.ndarray) -> Objective:
+    """Box actions in the env's units: MSE of the action error as a fraction of each dimension's range
+    ``span`` (high − low), scored by minus the mean |Δa| / span, the figure the box gate checks."""
+    scale = torch.as_tensor(np.asarray(span, dtype=np.float32).reshape(1, -1))
+    if not bool(torch.isfinite(scale).all()) or bool((scale <= 0).any()):
+        raise ValueError(f"action ranges must be finite and positive, got {span}")
+
+    def error(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return (student - teacher).reshape(len(student), -1) / scale
+
+    return Objective(
+        loss=lambda s, t: error(s, t).square().mean(),
+        score=lambda s, t: -float(error(s, t).abs().mean()),
+        describe="MSE(action / (high - low))",
+    )
+
+
 def structured_prune(
     model: nn.Module,
     config: NetConfig,
@@ -114,56 +160,19 @@ def structured_prune(
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     _output_layer(model)
-    _calibration_tensor(calib_obs, config)  # validate before any work
+    _calibration_tensor(calib_obs, config.obs_dim)  # validate before any work
     before = _widths(model)
     body_widths = tuple(before[f"body.{i}"] for i in range(len(before) - ("conv" in before)))
     if body_widths != config.hidden:
         raise ValueError(
             f"the model's hidden widths {body_widths} do not match config.hidden {config.hidden}"
         )
-    expected = {name: int(width * (1.0 - ratio)) for name, width in before.items()}
-    too_far = {name: before[name] for name, keep in expected.items() if keep < 1}
-    if too_far:
-        raise ValueError(f"ratio {ratio} would remove every unit of {too_far}; use a smaller ratio")
+    expected = _expected_widths(before, ratio)
 
-    started = time.perf_counter()
-    # Everything that creates tensors runs with autograd on: torch-pruning traces its dependency graph
-    # through autograd (PITFALLS.md), and copies made under the caller's inference_mode could never train.
-    with _torch_threads(FINETUNE_THREADS), torch.inference_mode(False), torch.enable_grad():
-        obs = _calibration_tensor(calib_obs, config)
-        example = torch.zeros(1, config.obs_dim, dtype=torch.float32)
-        teacher = copy.deepcopy(model).eval().requires_grad_(False)
-        student = copy.deepcopy(model)
-        macs_before, params_before = tp.utils.count_ops_and_params(student, example)
-        with torch.no_grad():
-            target_q = teacher(obs)
-        pruner = tp.pruner.BasePruner(
-            student,
-            example,
-            importance=tp.importance.GroupMagnitudeImportance(p=2),
-            pruning_ratio=ratio,
-            iterative_steps=iterative_steps,
-            ignored_layers=[_output_layer(student)],  # an instance: a class or nothing prunes the actions too
-        )
-        generator = torch.Generator().manual_seed(seed)
-        rounds = finetune_schedule(steps, iterative_steps)
-        for i, n in enumerate(rounds):
-            pruner.step()
-            last = i == len(rounds) - 1
-            _distill(student, obs, target_q, n, lr, temperature, generator, keep_best=last)
-
-    after = _widths(student)
-    mismatched = {
-        name: (before[name], after[name], expected[name]) for name in before if after[name] != expected[name]
-    }
-    if mismatched:
-        # e.g. round_to, a torch-pruning upgrade, or a layer the dependency graph did not reach.
-        raise RuntimeError(
-            f"torch-pruning did not reach the requested widths (layer: before, after, expected): {mismatched}"
-        )
-    student.eval()
-    macs_after, params_after = tp.utils.count_ops_and_params(student, example)
-    elapsed = time.perf_counter() - started
+    objective = argmax_objective(temperature)
+    obs = _calibration_tensor(calib_obs, config.obs_dim)
+    student, counts, elapsed = _prune_rounds(model, obs, ratio, steps, iterative_steps, lr, objective, seed)
+    after = _check_widths(before, _widths(student), expected)
 
     hidden_after = tuple(after[f"body.{i}"] for i in range(len(config.hidden)))
     fields: dict[str, Any] = {"hidden": hidden_after}
@@ -175,7 +184,7 @@ def structured_prune(
         "ratio": ratio,
         "iterative_steps": iterative_steps,
         "finetune_steps": steps,
-        "finetune_loss": f"tau^2*KL(tau={temperature}) + {Q_MSE_WEIGHT}*MSE(Q)",
+        "finetune_loss": objective.describe,
         "hidden_before": list(config.hidden),
     }
     new_config = dataclasses.replace(config, extra={**config.extra, "pruning": notes}, **fields)
@@ -183,10 +192,7 @@ def structured_prune(
     if hasattr(student, "config"):
         student.config = new_config  # the module's own copy must not keep advertising the old widths
     info = {
-        "params_before": int(params_before),
-        "params_after": int(params_after),
-        "macs_before": int(macs_before),
-        "macs_after": int(macs_after),
+        **counts,
         "ratio": ratio,
         "hidden_before": list(config.hidden),
         "hidden_after": list(hidden_after),
@@ -201,26 +207,29 @@ def structured_prune(
 
 def masked_prune(
     model: nn.Module,
-    config: NetConfig,
+    config: NetConfig | None,
     amount: float = 0.5,
     calib_obs: np.ndarray | None = None,
     steps: int = 0,
     seed: int = 0,
-) -> tuple[nn.Module, NetConfig, dict[str, Any]]:
+    objective: Objective | None = None,
+) -> tuple[nn.Module, NetConfig | None, dict[str, Any]]:
     """Zero the smallest ``amount`` of every Linear weight (L1 unstructured), then make it permanent.
 
     ``prune.remove`` folds each mask into a plain dense ``weight`` again, so the result exports and
     checkpoints like any network — and that is the point: the zeros are stored, the shapes and the
     parameter count do not change, and a dense runtime is no faster. With ``steps > 0`` (and
     ``calib_obs``) the masked network is distilled towards the original while the masks are still
-    attached, so the zeros stay zero.
+    attached, so the zeros stay zero, towards ``objective`` (default :func:`argmax_objective`).
+    ``config`` is None for a policy source's module (``export.policies``); the returned config is then
+    None too.
     """
     amount = _check_fraction("amount", amount)
     if steps < 0:
         raise ValueError(f"steps must be ≥ 0, got {steps}")
     if steps > 0 and calib_obs is None:
         raise ValueError("masked fine-tuning (steps > 0) needs calib_obs")
-    with _torch_threads(FINETUNE_THREADS), torch.inference_mode(False), torch.enable_grad():
+    with torch_threads(FINETUNE_THREADS), torch.inference_mode(False), torch.enable_grad():
         masked = copy.deepcopy(model)  # a normal (trainable) copy even under the caller's inference_mode
         linears = [m for m in masked.modules() if isinstance(m, nn.Linear)]
         if not linears:
@@ -229,19 +238,20 @@ def masked_prune(
         for layer in linears:
             torch_prune.l1_unstructured(layer, name="weight", amount=amount)
         if steps > 0 and calib_obs is not None:
-            obs = _calibration_tensor(calib_obs, config)
+            obs = _calibration_tensor(calib_obs, _input_width(linears[0], config))
             teacher = copy.deepcopy(model).eval().requires_grad_(False)
             with torch.no_grad():
-                target_q = teacher(obs)
+                target = teacher(obs)
             generator = torch.Generator().manual_seed(seed)
-            _distill(masked, obs, target_q, steps, MASKED_LR, TEMPERATURE, generator, keep_best=True)
+            objective = objective or argmax_objective()
+            fit_to_teacher(masked, obs, target, steps, MASKED_LR, objective, generator, keep_best=True)
         for layer in linears:
             torch_prune.remove(layer, "weight")
     masked.eval()
     total = sum(layer.weight.numel() for layer in linears)
     zeros = sum(int((layer.weight == 0).sum()) for layer in linears)
     notes = {"variant": f"masked-{round(amount * 100)}", "method": "l1_unstructured", "amount": amount}
-    new_config = dataclasses.replace(config, extra={**config.extra, "pruning": notes})
+    new_config = config and dataclasses.replace(config, extra={**config.extra, "pruning": notes})
     if hasattr(masked, "config"):
         masked.config = new_config
     info = {
@@ -253,6 +263,115 @@ def masked_prune(
         "finetune_steps": steps,
     }
     return masked, new_config, info
+
+
+def prune_policy(
+    model: nn.Module,
+    ratio: float,
+    calib_obs: np.ndarray,
+    objective: Objective,
+    steps: int = FINETUNE_STEPS,
+    iterative_steps: int = 5,
+    lr: float = 3e-3,
+    seed: int = 0,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`structured_prune` for a policy source's MLP (``export.policies.modules.mlp_policy``).
+
+    Such a module has no :class:`NetConfig`; its hidden widths are those of every Linear but ``.out``,
+    which is kept whole, like whatever surrounds the layers (observation normalisation, tanh, unscaling:
+    they act on the input and output widths, which pruning never touches). Fine-tuning pulls the pruned
+    network towards the unpruned one's outputs on ``calib_obs`` by ``objective``. Returns the pruned
+    module in eval mode and an info dict (params/MACs and widths before and after).
+    """
+    ratio = _check_fraction("ratio", ratio)
+    out = _output_layer(model)
+    first = next(m for m in model.modules() if isinstance(m, nn.Linear))
+    obs = _calibration_tensor(calib_obs, first.in_features)
+    before = _hidden_widths(model, out)
+    if not before:
+        raise ValueError(f"{type(model).__name__} has no hidden Linear layer to prune (only `.out`)")
+    expected = _expected_widths(before, ratio)
+    student, counts, elapsed = _prune_rounds(model, obs, ratio, steps, iterative_steps, lr, objective, seed)
+    after = _check_widths(before, _hidden_widths(student, student.out), expected)
+    info = {
+        **counts,
+        "ratio": ratio,
+        "hidden_before": list(before.values()),
+        "hidden_after": list(after.values()),
+        "finetune_steps": steps,
+        "finetune_loss": objective.describe,
+        "seconds": round(elapsed, 3),
+    }
+    return student, info
+
+
+def _prune_rounds(
+    model: nn.Module,
+    obs: torch.Tensor,
+    ratio: float,
+    steps: int,
+    iterative_steps: int,
+    lr: float,
+    objective: Objective,
+    seed: int,
+) -> tuple[nn.Module, dict[str, int], float]:
+    """A pruned, fine-tuned copy of ``model`` (``.out`` kept), its params/MACs before and after, and the
+    seconds it took."""
+    started = time.perf_counter()
+    # Everything that creates tensors runs with autograd on: torch-pruning traces its dependency graph
+    # through autograd (PITFALLS.md), and copies made under the caller's inference_mode could never train.
+    with torch_threads(FINETUNE_THREADS), torch.inference_mode(False), torch.enable_grad():
+        obs = obs.clone()
+        example = torch.zeros(1, obs.shape[1], dtype=torch.float32)
+        teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        student = copy.deepcopy(model)
+        macs_before, params_before = tp.utils.count_ops_and_params(student, example)
+        with torch.no_grad():
+            target = teacher(obs)
+        pruner = tp.pruner.BasePruner(
+            student,
+            example,
+            importance=tp.importance.GroupMagnitudeImportance(p=2),
+            pruning_ratio=ratio,
+            iterative_steps=iterative_steps,
+            ignored_layers=[_output_layer(student)],  # an instance: a class or nothing prunes the actions too
+        )
+        generator = torch.Generator().manual_seed(seed)
+        rounds = finetune_schedule(steps, iterative_steps)
+        for i, n in enumerate(rounds):
+            pruner.step()
+            last = i == len(rounds) - 1
+            fit_to_teacher(student, obs, target, n, lr, objective, generator, keep_best=last)
+    student.eval()
+    macs_after, params_after = tp.utils.count_ops_and_params(student, example)
+    counts = {
+        "params_before": int(params_before),
+        "params_after": int(params_after),
+        "macs_before": int(macs_before),
+        "macs_after": int(macs_after),
+    }
+    return student, counts, time.perf_counter() - started
+
+
+def _expected_widths(before: dict[str, int], ratio: float) -> dict[str, int]:
+    """The widths pruning ``ratio`` of every layer leaves; refused if a layer would keep no unit."""
+    expected = {name: int(width * (1.0 - ratio)) for name, width in before.items()}
+    too_far = {name: before[name] for name, keep in expected.items() if keep < 1}
+    if too_far:
+        raise ValueError(f"ratio {ratio} would remove every unit of {too_far}; use a smaller ratio")
+    return expected
+
+
+def _check_widths(before: dict[str, int], after: dict[str, int], expected: dict[str, int]) -> dict[str, int]:
+    mismatched = {
+        name: (before[name], after[name], expected[name]) for name in before if after[name] != expected[name]
+    }
+    if mismatched:
+        # e.g. round_to, a torch-pruning upgrade, or a layer the dependency graph did not reach.
+        raise RuntimeError(
+            f"torch-pruning did not reach the requested widths (layer: before, after, expected): {mismatched}"
+        )
+    return after
 
 
 def finetune_schedule(steps: int, rounds: int) -> list[int]:
@@ -278,33 +397,33 @@ def distillation_loss(q_student: torch.Tensor, q_teacher: torch.Tensor, temperat
     return temperature**2 * kl + Q_MSE_WEIGHT * F.mse_loss(q_student, q_teacher)
 
 
-def _distill(
+def fit_to_teacher(
     student: nn.Module,
     obs: torch.Tensor,
-    target_q: torch.Tensor,
+    target: torch.Tensor,
     steps: int,
     lr: float,
-    temperature: float,
+    objective: Objective,
     generator: torch.Generator,
     keep_best: bool = False,
 ) -> None:
-    """Adam on the distillation loss, cosine-annealed to ``lr · FINAL_LR_FACTOR``.
+    """Adam on ``objective.loss`` against the teacher's outputs ``target``, cosine-annealed to
+    ``lr · FINAL_LR_FACTOR``.
 
     A fresh optimizer per round because pruning replaced the parameter tensors. The annealing matters:
     the greedy action flips where two Q-values lie ~0.1 apart, and a constant learning rate keeps
-    jittering around that precision. With ``keep_best`` the student ends with the weights that agreed best
-    with the teacher's argmax on ``obs`` (scored at the start, every :data:`SNAPSHOT_EVERY` steps and at
-    the end; the later snapshot wins a tie).
+    jittering around that precision. With ``keep_best`` the student ends with the weights that scored best
+    (``objective.score`` on ``obs``; at the start, every :data:`SNAPSHOT_EVERY` steps and at the end; the
+    later snapshot wins a tie).
     """
     if steps == 0:
         return
-    teacher_actions = target_q.argmax(dim=1)
 
     def snapshot() -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in student.state_dict().items()}
 
     # The starting weights compete too: fine-tuning never hands back a student worse than it received.
-    best = (agreement(student, obs, teacher_actions), snapshot()) if keep_best else None
+    best = (_score(student, obs, target, objective), snapshot()) if keep_best else None
     student.train()
     optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -314,21 +433,31 @@ def _distill(
     for step in range(steps):
         if n > MAX_BATCH:
             idx = torch.randint(n, (MAX_BATCH,), generator=generator)
-            x, y = obs[idx], target_q[idx]
+            x, y = obs[idx], target[idx]
         else:
-            x, y = obs, target_q
-        loss = distillation_loss(student(x), y, temperature)
+            x, y = obs, target
+        loss = objective.loss(student(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
         if best is not None and ((step + 1) % SNAPSHOT_EVERY == 0 or step + 1 == steps):
-            agree = agreement(student, obs, teacher_actions)
-            if agree >= best[0]:
-                best = (agree, snapshot())
+            score = _score(student, obs, target, objective)
+            if score >= best[0]:
+                best = (score, snapshot())
     if best is not None:
         student.load_state_dict(best[1])
     student.eval()
+
+
+def _score(student: nn.Module, obs: torch.Tensor, target: torch.Tensor, objective: Objective) -> float:
+    was_training = student.training
+    student.eval()
+    try:
+        with torch.inference_mode():
+            return objective.score(student(obs), target)
+    finally:
+        student.train(was_training)
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -365,13 +494,26 @@ def _widths(model: nn.Module) -> dict[str, int]:
     return widths
 
 
-def _calibration_tensor(calib_obs: np.ndarray, config: NetConfig) -> torch.Tensor:
+def _hidden_widths(model: nn.Module, out: nn.Linear) -> dict[str, int]:
+    """Output widths of every Linear except ``out``, keyed by module path, in order."""
+    return {
+        name: m.out_features for name, m in model.named_modules() if isinstance(m, nn.Linear) and m is not out
+    }
+
+
+def _input_width(first: nn.Linear, config: NetConfig | None) -> int:
+    """Features per observation: the config's (a CNN's first Linear sits after the conv), else the first
+    Linear's inputs."""
+    return first.in_features if config is None else config.obs_dim
+
+
+def _calibration_tensor(calib_obs: np.ndarray, obs_dim: int) -> torch.Tensor:
     obs = np.asarray(calib_obs)
     if obs.ndim == 0 or obs.shape[0] == 0:
         raise ValueError("calib_obs is empty; pass dataset observations plus every reachable state's")
     obs = obs.reshape(len(obs), -1).astype(np.float32, copy=False)
-    if obs.shape[1] != config.obs_dim:
-        raise ValueError(f"calib_obs has {obs.shape[1]} features per row, the network takes {config.obs_dim}")
+    if obs.shape[1] != obs_dim:
+        raise ValueError(f"calib_obs has {obs.shape[1]} features per row, the network takes {obs_dim}")
     if not np.isfinite(obs).all():
         raise ValueError("calib_obs contains NaN or infinite values")
     return torch.from_numpy(np.ascontiguousarray(obs))
@@ -386,7 +528,7 @@ def _check_rebuilds(model: nn.Module, config: NetConfig) -> None:
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
+def torch_threads(n: int) -> Iterator[None]:
     """Temporarily cap torch's intra-op threads (restored afterwards)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(min(n, previous))
@@ -400,8 +542,12 @@ __all__ = [
     "FINETUNE_STEPS",
     "Q_MSE_WEIGHT",
     "TEMPERATURE",
+    "Objective",
+    "action_objective",
+    "argmax_objective",
     "distillation_loss",
     "finetune_schedule",
     "masked_prune",
+    "prune_policy",
     "structured_prune",
 ]

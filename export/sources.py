@@ -11,13 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from train.networks import NetConfig, count_params
+
+if TYPE_CHECKING:
+    from tasks import TaskSpec
 
 NO_DISTILLED = "no distilled checkpoint: run make distill"
 MASKED_FINETUNE_STEPS = 1200
@@ -59,8 +62,13 @@ class SourceContext:
     distilled: SourceModel | None
     """The student from ``train.distill``, or None when its checkpoint does not exist."""
     calib_obs: np.ndarray
-    """float32 ``[N, obs_dim]`` observations for pruning fine-tuning (dataset + every reachable state)."""
+    """float32 ``[N, obs_dim]`` observations for pruning fine-tuning (dataset + every reachable state, or
+    a policy source's noisy rollouts)."""
     seed: int = 0
+    task: TaskSpec | None = None
+    """A policy source's task (``export.task_export``): its pruned copies are fine-tuned by the task's
+    objective and its student is distilled here (``export.policy_distill``); None for the gridworld's
+    NeuroQuant checkpoint, whose student comes from ``make distill``."""
 
 
 def nonzero_params(model: nn.Module) -> int:
@@ -73,7 +81,9 @@ def _float(ctx: SourceContext) -> SourceModel:
     return ctx.float_source
 
 
-def _derived(ctx: SourceContext, model: nn.Module, config: NetConfig, info: dict[str, Any]) -> SourceModel:
+def _derived(
+    ctx: SourceContext, model: nn.Module, config: NetConfig | None, info: dict[str, Any]
+) -> SourceModel:
     base = ctx.float_source
     model.eval()
     info = {**info, "derived_from": base.checkpoint, "nonzero_params": nonzero_params(model)}
@@ -81,9 +91,18 @@ def _derived(ctx: SourceContext, model: nn.Module, config: NetConfig, info: dict
 
 
 def _pruned(ratio: float, ctx: SourceContext) -> SourceModel:
-    from export.prune import structured_prune  # torch-pruning is imported only when a pruned variant is built
+    # torch-pruning is imported only when a pruned variant is built
+    from export.prune import prune_policy, structured_prune
 
     base = ctx.float_source
+    if base.config is None:
+        if ctx.task is None:
+            raise SourceUnavailable("pruning a module without a NeuroQuant config needs its task")
+        from export.policy_distill import objective_for
+
+        objective = objective_for(ctx.task)
+        model, info = prune_policy(base.model, ratio, ctx.calib_obs, objective, seed=ctx.seed)
+        return _derived(ctx, model, None, {"method": "structured", **info})
     model, config, info = structured_prune(
         copy.deepcopy(base.model), base.config, ratio, ctx.calib_obs, seed=ctx.seed
     )
@@ -94,6 +113,11 @@ def _masked(amount: float, ctx: SourceContext) -> SourceModel:
     from export.prune import masked_prune
 
     base = ctx.float_source
+    objective = None
+    if ctx.task is not None:
+        from export.policy_distill import objective_for
+
+        objective = objective_for(ctx.task)
     model, config, info = masked_prune(
         copy.deepcopy(base.model),
         base.config,
@@ -101,11 +125,17 @@ def _masked(amount: float, ctx: SourceContext) -> SourceModel:
         calib_obs=ctx.calib_obs,
         steps=MASKED_FINETUNE_STEPS,
         seed=ctx.seed,
+        objective=objective,
     )
     return _derived(ctx, model, config, {"method": "l1-unstructured-mask", "amount": amount, **info})
 
 
 def _distilled(ctx: SourceContext) -> SourceModel:
+    if ctx.distilled is None and ctx.task is not None:
+        from export.policy_distill import distill_policy
+
+        model, info = distill_policy(ctx.float_source.model, ctx.task, ctx.calib_obs, seed=ctx.seed)
+        ctx.distilled = _derived(ctx, model, None, info)
     if ctx.distilled is None:
         raise SourceUnavailable(NO_DISTILLED)
     return ctx.distilled

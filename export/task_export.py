@@ -8,11 +8,12 @@ compare actions and seeded-episode returns (``export.task_gates``). What the two
 from the pipeline: the staged output folder and its atomic swap, the :class:`~export.pipeline.Builder`
 (format builders, ONNX-level precisions), the manifest's versions and the final writes.
 
-Variants: the float network's (float, fp16, int8-dynamic, int8-static) are built in the formats the
-profile lists (``onnx``, ``openvino``; ``tensorrt`` pending on the device as usual). Pruned, masked and
-distilled variants, and their int8 combinations, need pruning and distillation of an arbitrary torch
-module, not implemented yet; the ``torch`` format saves NeuroQuant checkpoints (a network config and its
-weights), which a foreign module has no config for. Both are recorded ``skipped`` with the reason, never
+Variants: every one the profile lists. The float network's (float, fp16, int8-dynamic, int8-static) and
+the pruned, masked and distilled networks derived from it (``export.prune.prune_policy``,
+``export.policy_distill``, fine-tuned on the rollout states by the task's objective) are built in the
+channel formats (``onnx``, ``openvino``; ``tensorrt`` pending on the device as usual). The ``torch`` format
+saves NeuroQuant checkpoints (a network config and its weights), which a foreign module has no config
+for, and an ONNX policy has no module to prune; those are recorded ``skipped`` with the reason, never
 dropped, so the manifest still says what the target would take.
 """
 
@@ -45,25 +46,18 @@ from export.pipeline import (
 )
 from export.policies import LoadedPolicy, load_policy
 from export.quantize import PRECISIONS
+from export.rollouts import (
+    BOX_NOISE,
+    CALIBRATION_ENVS,
+    CALIBRATION_SEED,
+    CALIBRATION_STATES,
+    EPSILON,
+    rollout_states,
+)
 from export.sources import SourceContext, SourceModel
 from export.variants import VARIANTS, Variant
 from tasks import EvaluationSpec, TaskSpec
 
-CALIBRATION_STATES = 4096
-"""States the float policy's noisy rollouts give for int8 calibration and the parity gates. Enough that
-MinMax ranges see the states the policy meets (~300 already calibrate a small MLP, PITFALLS) and that the
-agreement figure resolves the 0.99 threshold (one state is 0.024 %; ±0.3 % at the 95 % level); few
-enough that rollouts, calibration and the gates take about a second each on 2 cores."""
-CALIBRATION_ENVS = 16
-"""Envs stepped side by side (one batched policy call per step): 16 episodes' worth of starts rather
-than one long episode, 256 steps each."""
-CALIBRATION_SEED = 10_000
-"""Reset seeds of the rollouts start here (plus ``--seed`` × envs): apart from the evaluation seeds
-0..episodes-1, so the return gate plays episodes the calibration never saw."""
-EPSILON = 0.1
-"""Discrete exploration: the share of steps whose action is drawn uniformly instead of the policy's."""
-BOX_NOISE = 0.1
-"""Box exploration: Gaussian noise of this × (high − low) per dimension, clipped to the bounds."""
 CHANNEL_FORMATS = ("onnx", "openvino", "tensorrt")
 """Formats built from the variant's ONNX, which a policy source has; ``torch`` needs a NeuroQuant config."""
 
@@ -93,48 +87,6 @@ def infer_fn(policy: LoadedPolicy) -> task_gates.Policy:
     return lambda obs: torch_q_values(policy.model, obs).reshape(len(obs), -1)
 
 
-def explore(task: TaskSpec, actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The policy's actions with exploration noise: ε-greedy (:data:`EPSILON`) for discrete actions,
-    Gaussian :data:`BOX_NOISE` × range, clipped, for box. Draws the same numbers whatever the actions, so a
-    seed gives one noise sequence."""
-    if task.action.kind == "discrete":
-        pick = rng.random(len(actions)) < EPSILON
-        random = rng.integers(0, task.action.n, size=len(actions))
-        return np.where(pick, random, actions).astype(actions.dtype)
-    low, high = tasks.action_bounds(task)
-    noise = rng.normal(0.0, 1.0, size=actions.shape) * (BOX_NOISE * (high - low))
-    return np.clip(actions + noise, low, high).astype(np.float32)
-
-
-def rollout_states(
-    task: TaskSpec,
-    infer: task_gates.Policy,
-    seed: int = 0,
-    n_states: int = CALIBRATION_STATES,
-    n_envs: int = CALIBRATION_ENVS,
-) -> np.ndarray:
-    """Observations the float policy meets when it acts with exploration noise (no dataset needed).
-
-    ``n_envs`` envs reset with seeds ``CALIBRATION_SEED + seed·n_envs + i`` step together until
-    ``n_states`` observations are collected; an env whose episode ends starts the next one (the vector
-    env's auto-reset). Seeded throughout: the same seed gives the same states.
-    """
-    rng = np.random.default_rng(seed)
-    policy = task_gates.batched(task, infer)
-    env = tasks.make_env(task, num_envs=n_envs)
-    rows = []
-    try:
-        obs, _ = env.reset(seed=[CALIBRATION_SEED + seed * n_envs + i for i in range(n_envs)])
-        for _ in range(math.ceil(n_states / n_envs)):
-            obs = np.asarray(obs, dtype=np.float32)
-            rows.append(obs.reshape(n_envs, -1))
-            actions = explore(task, tasks.select_actions(task, policy(obs)), rng)
-            obs, *_ = env.step(actions)
-    finally:
-        env.close()
-    return np.ascontiguousarray(np.concatenate(rows)[:n_states])
-
-
 def prepare(config: ExportConfig) -> TaskPlan:
     """Check the configuration, load the policy and collect its calibration states; a ``ValueError``
     (or ``tasks.TaskUnavailable``) names what is wrong before anything is written."""
@@ -146,7 +98,11 @@ def prepare(config: ExportConfig) -> TaskPlan:
     if config.episodes < 2:
         raise ValueError(f"--episodes {config.episodes}: the return's 95% CI needs at least 2 episodes")
     profile, variants = check_output(config)
-    options = {"vecnormalize": Path(config.vecnormalize)} if config.vecnormalize else {}
+    options: dict[str, Any] = {}
+    if config.vecnormalize:
+        options["vecnormalize"] = Path(config.vecnormalize)
+    if config.weights:
+        options["weights"] = Path(config.weights)
     policy = load_policy(config.policy, config.env, config.trust_pickle, **options)
     task = replace(policy.task, evaluation=EvaluationSpec("episodes", tuple(range(config.episodes))))
     if task.observation.preprocess:
@@ -169,23 +125,20 @@ def prepare(config: ExportConfig) -> TaskPlan:
 # ------------------------------------------------------------------------------------------------ build
 
 
-NEEDS = {
-    "pruned": "structured pruning and distillation fine-tuning",
-    "masked": "L1 masking and distillation fine-tuning",
-    "distilled": "a student distilled from it",
-}
-"""What a derived source (``export.sources.SOURCES``, by its name's first word) would need of the policy."""
+GRAPH_ONLY = {"onnx"}
+"""Policy kinds that bring a graph, not a torch module: nothing to prune (DESIGN.md §3b)."""
 
 
-def skip_reason(variant: Variant, fmt: str, kind: str) -> str | None:
-    """Why ``variant`` in ``fmt`` is not built from a ``kind`` policy source, or None if it is."""
-    if variant.source != "float":
-        needs = NEEDS.get(variant.source.split("-")[0], f"its {variant.source} network")
-        built = ", ".join(v.name for v in VARIANTS.values() if v.source == "float")
+def skip_reason(variant: Variant, fmt: str, kind: str, underivable: str | None = None) -> str | None:
+    """Why ``variant`` in ``fmt`` is not built from a ``kind`` policy source (whose module cannot be
+    pruned or distilled for the reason ``underivable``), or None if it is."""
+    if kind in GRAPH_ONLY and variant.source.split("-")[0] in ("pruned", "masked"):
         return (
-            f"not built from a {kind} policy yet: {variant.name} needs {needs} of an arbitrary torch "
-            f"module, which export implements for NeuroQuant networks only; built instead: {built}"
+            f"not built from an {kind} policy: pruning needs the torch module, and an ONNX graph has "
+            f"none; its quantized and distilled variants are built"
         )
+    if underivable and variant.source != "float":
+        return f"not built from this {kind} policy: {underivable}"
     if fmt not in CHANNEL_FORMATS:
         return (
             f"not built from a {kind} policy: the {fmt} format saves NeuroQuant checkpoints (a network "
@@ -201,7 +154,8 @@ def _build_entries(plan: TaskPlan, builder: Builder, quiet: bool) -> list[Artifa
     progress = tqdm(plan.variants, desc=f"export {plan.task.name} {plan.profile.name}", disable=quiet)
     for variant in progress:
         progress.set_postfix_str(variant.name)
-        skipped = {f: skip_reason(variant, f, plan.policy.kind) for f in builder.formats_of(variant)}
+        kind, underivable = plan.policy.kind, plan.policy.underivable
+        skipped = {f: skip_reason(variant, f, kind, underivable) for f in builder.formats_of(variant)}
         built = [f for f, reason in skipped.items() if reason is None]
         made = {e.format: e for e in builder.build_variant(variant, built)} if built else {}
         entries += [
@@ -242,7 +196,7 @@ def build(plan: TaskPlan) -> Manifest:
     config, profile, policy, task = plan.config, plan.profile, plan.policy, plan.task
     out = config.out_dir
     float_source = SourceModel(policy.model, None, policy.path, policy.sha256, {"policy": config.policy})
-    context = SourceContext(float_source, None, plan.calib_obs, config.seed)
+    context = SourceContext(float_source, None, plan.calib_obs, config.seed, task=task)
     io = (math.prod(task.observation.shape), math.prod(tasks.actions.expected_output_shape(task)))
     with staged_folder(out) as tmp, tempfile.TemporaryDirectory(prefix="neuroquant-export-") as scratch:
         builder = Builder(profile, context, io, tmp, Path(scratch), config.exporter)
@@ -261,8 +215,12 @@ def build(plan: TaskPlan) -> Manifest:
         for entry in tqdm(entries, desc="gates", unit="artifact", disable=config.quiet):
             if entry.status != "ok":
                 continue
-            tolerance = PRECISIONS[VARIANTS[entry.variant].precision].tolerance
-            task_gates.gate(manifest, entry, ref, profile, tolerance)
+            variant = VARIANTS[entry.variant]
+            tolerance = PRECISIONS[variant.precision].tolerance
+            own = None
+            if tolerance is not None and variant.source != "float":
+                own = builder.source_q(variant.source, {"x": ref.obs})["x"]
+            task_gates.gate(manifest, entry, ref, profile, tolerance, own)
             if entry.status == "ok":
                 entry.backends, refused = task_gates.runnable_backends(manifest, entry, profile)
                 if refused:
@@ -282,7 +240,8 @@ def run_export(config: ExportConfig) -> Manifest:
 
 def _parity_text(parity: dict[str, float]) -> str:
     if "action_agreement" in parity:
-        return f"agree {parity['action_agreement']:.2%}"
+        strict = parity.get("strict_agreement", parity["action_agreement"])
+        return f"agree {parity['action_agreement']:.2%} (strict {strict:.2%})"
     if "mean_action_error" in parity:
         return f"|Δa| {parity['mean_action_error']:.2%} p99 {parity['p99_action_error']:.2%}"
     return "-"

@@ -5,20 +5,21 @@ Each artifact is loaded back through its backend exactly as the edge runtime loa
 evaluated on the task's seeded episodes through the backend's batched ``infer``. It passes when
 
 - **discrete** actions: its action (argmax) agrees with the float policy's on at least the target's
-  ``agreement_threshold`` of the calibration states (no oracle here, so agreement is strict);
+  ``agreement_threshold`` of the calibration states, where a pick the float policy itself rates within the
+  target's ``tie_margin`` (a share of its median output range) of its best counts as agreeing — no oracle
+  here to prove two actions equally good, so the float policy's own indifference stands in for it; the
+  strict figure (same argmax) is recorded beside it;
 - **box** actions: the error of the action the env receives (the task's rule, i.e. clipped to the bounds),
   |Δa| / (high − low) per action dimension and state, has a mean ≤ the target's ``box_mean_error`` and a
   99th percentile ≤ its ``box_p99_error``;
 - **both**: its mean return is within or above the float policy's 95% CI (≥ the CI's low end) over the
   same seeds;
-- and a precision with a conversion tolerance (fp32: 1e-5) reproduces its torch network to that
-  tolerance, relative to the outputs' scale (max(1, max |output|)): a DQN's Q-values of ~100 carry float32
+- and a precision with a conversion tolerance (fp32: 1e-5) reproduces its own torch network (the float,
+  pruned, masked or distilled network it was exported from) to that tolerance, relative to the outputs'
+  scale (max(1, max |output|)): a DQN's Q-values of ~100 carry float32
   rounding of ~1e-5 that says nothing about the conversion. The target's ``max_abs_q_diff`` is a gridworld
   Q-value bound and is not applied: logits and Q-values of other tasks have other scales, and what a drift
   costs is what the action and return checks measure.
-
-The variants of a policy source are all made from the float network itself, so "against the float
-policy" and "against its own torch network" are one comparison here.
 """
 
 from __future__ import annotations
@@ -83,15 +84,32 @@ def _actions(task: TaskSpec, outputs: np.ndarray) -> np.ndarray:
     return tasks.select_actions(task, np.asarray(outputs).reshape(len(outputs), *shape))
 
 
-def discrete_parity(task: TaskSpec, outputs: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """Share of states whose action (argmax) equals the float policy's, and the largest output drift."""
-    agree = _actions(task, outputs) == _actions(task, ref)
-    return {"action_agreement": float(agree.mean()), "max_abs_diff": float(np.abs(outputs - ref).max())}
+def discrete_parity(
+    task: TaskSpec, outputs: np.ndarray, ref: np.ndarray, tie_margin: float = 0.0
+) -> dict[str, float]:
+    """Share of states whose action agrees with the float policy's (its argmax, or an action the float
+    policy rates within ``tie_margin`` × its median output range of the best), the strict share (same
+    argmax), the margin in output units, and the largest output drift."""
+    picked, best = _actions(task, outputs).reshape(-1), _actions(task, ref).reshape(-1)
+    flat = ref.reshape(len(ref), -1)
+    rows = np.arange(len(flat))
+    margin = tie_margin * float(np.median(flat.max(axis=1) - flat.min(axis=1)))
+    strict = picked == best
+    tied = flat[rows, best] - flat[rows, picked] <= margin
+    return {
+        "action_agreement": float((strict | tied).mean()),
+        "strict_agreement": float(strict.mean()),
+        "tie_margin": margin,
+        "max_abs_diff": float(np.abs(outputs - ref).max()),
+    }
 
 
-def box_parity(task: TaskSpec, outputs: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+def box_parity(
+    task: TaskSpec, outputs: np.ndarray, ref: np.ndarray, tie_margin: float = 0.0
+) -> dict[str, float]:
     """Mean, 99th percentile and max of |Δa| / (high − low) over every action dimension of every state,
-    on the actions the env receives (clipped), and the largest raw output drift."""
+    on the actions the env receives (clipped), and the largest raw output drift (``tie_margin``: unused,
+    the signature of :data:`PARITY`)."""
     low, high = tasks.action_bounds(task)
     span = np.where(high > low, high - low, 1.0).astype(np.float64)  # a fixed dimension clips to 0 error
     error = np.abs(
@@ -160,18 +178,23 @@ def judge(
     evaluation: EpisodeEvaluation,
     profile: TargetProfile,
     tolerance: float | None,
+    own: np.ndarray | None = None,
 ) -> tuple[dict[str, float], dict[str, Any], list[str]]:
     """(parity, eval, problems) of an artifact that gave ``outputs`` on the calibration states and
-    ``evaluation`` on the episodes; no problems means it passes."""
+    ``evaluation`` on the episodes; no problems means it passes. ``own``: its own torch network's outputs
+    on those states (the conversion check); None when that network is the float policy."""
     task = ref.task
     outputs = np.asarray(outputs, dtype=np.float64).reshape(ref.outputs.shape)
-    parity = PARITY[task.action.kind](task, outputs, ref.outputs.astype(np.float64))
+    parity = PARITY[task.action.kind](task, outputs, ref.outputs.astype(np.float64), profile.tie_margin)
     problems = parity_problems(task, parity, profile)
     if tolerance is not None:
-        bound = tolerance * max(1.0, float(np.abs(ref.outputs).max()))
-        if parity["max_abs_diff"] > bound:
+        source = ref.outputs if own is None else np.asarray(own).reshape(ref.outputs.shape)
+        drift = float(np.abs(outputs - source.astype(np.float64)).max())
+        parity["max_abs_diff_own"] = drift
+        bound = tolerance * max(1.0, float(np.abs(source).max()))
+        if drift > bound:
             problems.append(
-                f"max |Δoutput| {parity['max_abs_diff']:.3g} against its torch network > {bound:.3g} "
+                f"max |Δoutput| {drift:.3g} against its torch network > {bound:.3g} "
                 f"(conversion tolerance {tolerance:g}, relative to the outputs' scale)"
             )
     problems += return_problems(evaluation, ref.evaluation)
@@ -184,9 +207,10 @@ def gate(
     ref: TaskReference,
     profile: TargetProfile,
     tolerance: float | None,
+    own: np.ndarray | None = None,
 ) -> None:
     """Fill ``entry.parity`` / ``entry.eval`` through the artifact's own runtime; ``failed`` with the
-    reasons if it misses a gate (or cannot be loaded or run)."""
+    reasons if it misses a gate (or cannot be loaded or run). ``own``: as for :func:`judge`."""
     try:
         backend = open_backend(manifest, entry, profile)
     except GateError as err:
@@ -197,7 +221,7 @@ def gate(
         with backend:
             outputs = backend.infer(ref.obs)
             evaluation = evaluate(ref.task, backend.infer, ref.episodes)
-        entry.parity, entry.eval, problems = judge(ref, outputs, evaluation, profile, tolerance)
+        entry.parity, entry.eval, problems = judge(ref, outputs, evaluation, profile, tolerance, own)
     except NonFiniteAction as err:  # NaN/inf outputs: no action, hence no figure, can be taken from them
         entry.status, entry.reason = "failed", f"{backend.name}: {err}"
         return

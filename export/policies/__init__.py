@@ -10,6 +10,7 @@ policy that does not fit the env) is a ``ValueError`` whose message says what to
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +23,11 @@ if TYPE_CHECKING:
 
 SOURCES: dict[str, str] = {
     "sb3": "export.policies.sb3:load_sb3",
+    "torch": "export.policies.torch_source:load_torch",
 }
-"""Policy kind → ``"module:function"`` of its loader (neuroquant, torch and onnx are still to come)."""
+"""Policy kind → ``"module:function"`` of its loader (onnx is still to come)."""
+FACTORY_KINDS = ("torch",)
+"""Kinds whose PATH may instead be ``package.module:function`` (a factory building the module)."""
 
 
 @dataclass
@@ -45,6 +49,9 @@ class LoadedPolicy:
     info: dict[str, Any] = field(default_factory=dict)
     """How the network was read (algorithm, layer sizes, activation, library version, normalisation …):
     JSON values only, it goes into the manifest."""
+    underivable: str | None = None
+    """Why pruned, masked and distilled networks cannot be made from :attr:`model` (not an
+    ``mlp_policy`` chain); None when they can."""
 
 
 def kinds() -> list[str]:
@@ -53,7 +60,8 @@ def kinds() -> list[str]:
 
 def parse_policy(arg: str) -> tuple[str, Path]:
     """``"sb3:runs/zoo/cartpole/model.zip"`` → ``("sb3", Path(...))``; the kind must be known and the file
-    must exist, so a typo fails before any env is made or anything is written."""
+    must exist (or, for a factory kind, PATH be ``package.module:function``), so a typo fails before any env
+    is made or anything is written."""
     kind, sep, rest = arg.partition(":")
     if not sep or not kind or not rest:
         raise ValueError(
@@ -63,6 +71,8 @@ def parse_policy(arg: str) -> tuple[str, Path]:
     if kind not in SOURCES:
         raise ValueError(f"policy {arg!r}: unknown kind {kind!r}; known kinds: {', '.join(SOURCES)}")
     path = Path(rest)
+    if kind in FACTORY_KINDS and not path.exists() and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", rest):
+        return kind, path  # package.module:function, imported by the loader
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise ValueError(f"policy {arg!r}: {path} {what}")

@@ -9,6 +9,8 @@ ONNX) and ops every runtime has (Sub/Div/Clip, Mul/Add, Min/Max).
 
 from __future__ import annotations
 
+import copy
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
@@ -94,3 +96,33 @@ def mlp_policy(
     children += list(after)
     model = nn.Sequential(OrderedDict(children))
     return model.eval()
+
+
+def mlp_like(model: nn.Sequential, widths: Sequence[int], seed: int = 0) -> nn.Sequential:
+    """A freshly initialised :func:`mlp_policy` of ``model``'s family with hidden widths ``widths``.
+
+    Same input and output widths, same activation, and copies of what surrounds the layers (observation
+    normalisation before, squash/unscale/clip after), so a student distilled into it exports and runs like
+    its teacher. ``model`` must be an ``mlp_policy`` (``fc0``, ``act0`` …, ``out``); ``widths`` has one entry
+    per hidden layer. Initialisation is seeded (torch's default Linear init under ``manual_seed(seed)``).
+    """
+    names = [name for name, _ in model.named_children()]
+    hidden = [name for name in names if name.startswith("fc")]
+    if "out" not in names or len(hidden) != len(widths) or not all(w >= 1 for w in widths):
+        raise ValueError(
+            f"mlp_like needs an mlp_policy with one width per hidden layer: layers {names}, widths {widths}"
+        )
+    first, last = names.index(hidden[0] if hidden else "out"), names.index("out")
+    before = [(n, copy.deepcopy(m)) for n, m in list(model.named_children())[:first]]
+    after = [(n, copy.deepcopy(m)) for n, m in list(model.named_children())[last + 1 :]]
+    activation = model.get_submodule("act0") if hidden else None
+    sizes = [model.get_submodule(hidden[0] if hidden else "out").in_features, *widths, model.out.out_features]
+    generator = torch.Generator().manual_seed(seed)
+    layers = []
+    for n_in, n_out in itertools.pairwise(sizes):
+        bound = 1.0 / n_in**0.5  # nn.Linear's default init: U(−1/√in, 1/√in) for the bias, Kaiming for W
+        weight = torch.empty(n_out, n_in)
+        nn.init.kaiming_uniform_(weight, a=5**0.5, generator=generator)
+        bias = (torch.rand(n_out, generator=generator) * 2 - 1) * bound
+        layers.append((weight, bias))
+    return mlp_policy(layers, lambda: copy.deepcopy(activation), before, after)

@@ -11,7 +11,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from export.prune import _distill, masked_prune, structured_prune
+from export.prune import Objective, argmax_objective, fit_to_teacher, masked_prune, structured_prune
 from gridworld.core import GridModel, build_model
 from gridworld.oracle import Oracle
 from tests.fixtures.make_fixtures import load_fixture
@@ -168,7 +168,10 @@ def test_finetuning_keeps_its_best_snapshot(vector_env: GridModel) -> None:
 
     def finetuned(keep_best: bool) -> nn.Module:
         student = copy.deepcopy(teacher)
-        _distill(student, obs, target_q, 200, 50.0, 0.01, torch.Generator().manual_seed(0), keep_best)
+        objective = argmax_objective(0.01)
+        fit_to_teacher(
+            student, obs, target_q, 200, 50.0, objective, torch.Generator().manual_seed(0), keep_best
+        )
         return student
 
     kept, wrecked = finetuned(True), finetuned(False)
@@ -194,13 +197,15 @@ def test_finetuning_keeps_the_best_scored_snapshot_later_wins_ties(
     scores = iter([0.5, 0.7, 0.9, 0.6, 0.9, 0.8])  # start, then steps 1-5: step 4 is the later best
     seen: list[dict[str, torch.Tensor]] = []
 
-    def scripted(model: nn.Module, x: torch.Tensor, actions: torch.Tensor) -> float:
-        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    def scripted(outputs: torch.Tensor, target: torch.Tensor) -> float:
+        seen.append({k: v.detach().clone() for k, v in student.state_dict().items()})
         return next(scores)
 
-    monkeypatch.setattr(prune, "agreement", scripted)
     monkeypatch.setattr(prune, "SNAPSHOT_EVERY", 1)
-    _distill(student, obs, target_q, 5, 1e-2, 0.01, torch.Generator().manual_seed(0), keep_best=True)
+    objective = Objective(loss=argmax_objective(0.01).loss, score=scripted, describe="scripted")
+    fit_to_teacher(
+        student, obs, target_q, 5, 1e-2, objective, torch.Generator().manual_seed(0), keep_best=True
+    )
     assert len(seen) == 6
     final = student.state_dict()
     assert all(torch.equal(final[name], seen[4][name]) for name in final)  # step 4: the later of two 0.9s
