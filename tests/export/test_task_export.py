@@ -45,8 +45,10 @@ from tests.export.test_cli import _refused
 
 BUILT = ("float", "fp16", "int8-dynamic", "int8-static")
 """The float network's variants: exact conversions or int8 of a network whose test policy has margins."""
+CARTPOLE_VARIANTS = (*BUILT, "pruned-50", "masked-50", "distilled", "distilled-int8", "pruned-50-int8")
+"""The CartPole export's selection: every kind of variant once (pruned-30/70 are pruned-50's code path)."""
 PENDULUM_VARIANTS = ("float", "fp16", "int8-static", "pruned-70", "distilled")
-"""The Pendulum export's selection (``--variants``): the CartPole one builds every variant."""
+"""The Pendulum export's selection (``--variants``)."""
 EPISODES = 20
 
 
@@ -81,7 +83,7 @@ def cartpole_export(cartpole_zip: Path, tmp_path_factory: pytest.TempPathFactory
         mp.chdir(cwd)
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
-            assert main([*argv, "--episodes", str(EPISODES)]) == 0
+            assert main([*argv, "--episodes", str(EPISODES), "--variants", ",".join(CARTPOLE_VARIANTS)]) == 0
     assert sorted(p.name for p in cwd.iterdir()) == ["artifacts"]
     assert sorted(p.name for p in (cwd / "artifacts").iterdir()) == ["cartpole"]
     assert sorted(p.name for p in (cwd / "artifacts" / "cartpole").iterdir()) == ["x86"]
@@ -178,7 +180,7 @@ def _check_derived(a: Any, float_params: int) -> None:
 
 def test_cartpole_ppo_export(cartpole_export: tuple[Manifest, str], cartpole_zip: Path) -> None:
     manifest, printed = cartpole_export
-    by = _check_export(manifest, cartpole_zip, "CartPole-v1")
+    by = _check_export(manifest, cartpole_zip, "CartPole-v1", CARTPOLE_VARIANTS)
     for name in (f"{v}/{f}" for v in BUILT for f in ("onnx", "openvino") if f"{v}/{f}" in by):
         parity = by[name].parity
         assert parity["action_agreement"] == 1.0 and "mean_action_error" not in parity, name
