@@ -85,7 +85,7 @@ test-fast: $(STAMP)  ## the test suite without the slow end-to-end tests
 PORTABLE_TESTS ?= tests/fixtures tests/backends/test_parity.py tests/backends/test_numpy_ref.py tests/export \
 	tests/train/test_algos.py tests/train/test_distill.py tests/train/test_mlp_grad.py \
 	tests/train/test_optim.py tests/train/test_torch_private_api.py
-PORTABLE_IGNORE := --ignore=tests/export/test_policies_sb3.py --ignore=tests/export/test_policies_torch.py
+PORTABLE_IGNORE := $(addprefix --ignore=tests/export/test_policies_,sb3.py torch.py onnx.py)
 PORTABLE_PATHS := MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default
 
 test-portable: $(STAMP)  ## the float-sensitive tests again on two other float paths (MKL_CBWR, ATEN_CPU_CAPABILITY)

@@ -237,7 +237,10 @@ class Builder:
     def fp32_onnx(self, name: str, source: SourceModel) -> Path:
         if name not in self.source_onnx:
             path = self.scratch / f"{name}.onnx"
-            export_onnx(source.model, self.obs_dim, self.n_outputs, path, {}, exporter=self.exporter)
+            if hasattr(source.model, "write_onnx"):  # an onnx: policy is its own float graph
+                source.model.write_onnx(path)
+            else:
+                export_onnx(source.model, self.obs_dim, self.n_outputs, path, {}, exporter=self.exporter)
             self.source_onnx[name] = path
         return self.source_onnx[name]
 

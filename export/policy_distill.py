@@ -8,8 +8,11 @@ also learns what to do where its own mistakes take it, which its teacher never s
 
 The student is the teacher's MLP family (``export.policies.modules.mlp_like``: same activation,
 normalisation, squash and unscaling) with every hidden layer narrowed by one factor, the widest that
-keeps it within :data:`STUDENT_SHARE` of the parameters. Fine-tuning reuses the pruning's loop and loss
-(``export.prune``): argmax policies keep the teacher's ranking, box policies its actions.
+keeps it within :data:`STUDENT_SHARE` of the parameters. A teacher that is only a graph (an ``onnx:``
+policy) gets a two-layer ReLU student of that budget, with its observations standardised by the
+calibration states' mean and variance and, for box actions, a tanh unscaled to the bounds. Fine-tuning
+reuses the pruning's loop and loss (``export.prune``): argmax policies keep the teacher's ranking, box
+policies its actions.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from torch import nn
 
 import tasks
 from export.onnx_export import torch_q_values
-from export.policies.modules import mlp_like
+from export.policies.modules import ObsNormalize, Unscale, mlp_like, mlp_policy
 from export.prune import (
     FINETUNE_THREADS,
     Objective,
@@ -36,9 +39,11 @@ from export.prune import (
     torch_threads,
 )
 from export.rollouts import rollout_states
+from export.sources import params_of
 from tasks import TaskSpec
-from train.networks import count_params
 
+GRAPH_STUDENT_WIDTH = 256
+"""Widest hidden layer tried for a graph teacher's student (two layers; the budget narrows them)."""
 STUDENT_SHARE = 0.10
 """The student's parameters as a share of the teacher's, at most (the issue's ≤ 10 %)."""
 DISTILL_STEPS = 4000
@@ -62,8 +67,11 @@ def student_widths(model: nn.Sequential, share: float = STUDENT_SHARE) -> tuple[
     the teacher's parameters (each width at least 1)."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     hidden = [m.out_features for m in linears[:-1]]
-    n_in, n_out = linears[0].in_features, linears[-1].out_features
-    budget = share * count_params(model)
+    return _scaled(hidden, linears[0].in_features, linears[-1].out_features, share * params_of(model))
+
+
+def _scaled(hidden: list[int], n_in: int, n_out: int, budget: float) -> tuple[int, ...]:
+    """``hidden`` scaled by the largest factor (in units of its widest layer) within ``budget`` params."""
 
     def params(widths: list[int]) -> int:
         sizes = [n_in, *widths, n_out]
@@ -88,10 +96,19 @@ def distill_policy(
     """Train a student of :func:`student_widths` on the teacher's outputs; return it (eval) and info."""
     started = time.perf_counter()
     objective = objective_for(task)
-    widths = student_widths(teacher)
+    if _is_chain(teacher):
+        widths = student_widths(teacher)
+    else:
+        n_in = int(np.prod(task.observation.shape))
+        n_out = int(np.prod(tasks.actions.expected_output_shape(task)))
+        widths = _scaled([GRAPH_STUDENT_WIDTH] * 2, n_in, n_out, STUDENT_SHARE * params_of(teacher))
     with torch_threads(FINETUNE_THREADS), torch.inference_mode(False), torch.enable_grad():
         teacher = copy.deepcopy(teacher).eval().requires_grad_(False)
-        student = mlp_like(teacher, widths, seed=seed)
+        student = (
+            mlp_like(teacher, widths, seed=seed)
+            if _is_chain(teacher)
+            else graph_student(task, calib_obs, widths, seed)
+        )
         generator = torch.Generator().manual_seed(seed)
         own = np.ascontiguousarray(calib_obs, dtype=np.float32).reshape(len(calib_obs), -1)
         first, second = steps // 2, steps - steps // 2
@@ -107,16 +124,40 @@ def distill_policy(
     student.eval()
     info = {
         "method": "distillation on the teacher's rollouts, then one DAgger round on the student's",
-        "hidden_before": [m.out_features for m in teacher.modules() if isinstance(m, nn.Linear)][:-1],
+        "hidden_before": [m.out_features for m in teacher.modules() if isinstance(m, nn.Linear)][:-1] or None,
         "hidden_after": list(widths),
-        "params_before": count_params(teacher),
-        "params_after": count_params(student),
+        "params_before": params_of(teacher),
+        "params_after": params_of(student),
         "states": {"teacher_rollouts": len(own), "student_rollouts": len(visited)},
         "steps": steps,
         "loss": objective.describe,
         "seconds": round(time.perf_counter() - started, 3),
     }
     return student, info
+
+
+def _is_chain(model: nn.Module) -> bool:
+    """An ``mlp_policy`` (``fc0``, ``act0`` …, ``out``), whose family the student can copy."""
+    return isinstance(model, nn.Sequential) and isinstance(getattr(model, "out", None), nn.Linear)
+
+
+def graph_student(task: TaskSpec, calib_obs: np.ndarray, widths: tuple[int, ...], seed: int) -> nn.Sequential:
+    """A ReLU MLP for a teacher that is only a graph: observations standardised by ``calib_obs``'s
+    statistics; box actions squashed by tanh and unscaled to the bounds (the env's units)."""
+    obs = np.asarray(calib_obs, dtype=np.float64).reshape(len(calib_obs), -1)
+    before = [("normalize", ObsNormalize(obs.mean(axis=0), obs.var(axis=0), 1e-8, 10.0))]
+    n_out = int(np.prod(tasks.actions.expected_output_shape(task)))
+    after: list[tuple[str, nn.Module]] = []
+    if task.action.kind == "box":
+        low, high = tasks.action_bounds(task)
+        after = [("squash", nn.Tanh()), ("unscale", Unscale(low.reshape(-1), high.reshape(-1)))]
+    generator = torch.Generator().manual_seed(seed)
+    sizes = [obs.shape[1], *widths, n_out]
+    layers = []
+    for n_in, n_o in itertools.pairwise(sizes):
+        bound = 1.0 / n_in**0.5
+        layers.append((torch.empty(n_o, n_in).uniform_(-bound, bound, generator=generator), torch.zeros(n_o)))
+    return mlp_policy(layers, nn.ReLU, before, after)
 
 
 def _labelled(teacher: nn.Module, obs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

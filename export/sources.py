@@ -51,7 +51,12 @@ class SourceModel:
 
     @property
     def params(self) -> int:
-        return count_params(self.model)
+        return params_of(self.model)
+
+
+def params_of(model: nn.Module) -> int:
+    """Parameters of a network; an ONNX policy's (``export.policies.onnx_source``): its initializers'."""
+    return getattr(model, "graph_params", None) or count_params(model)
 
 
 @dataclass

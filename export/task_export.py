@@ -54,7 +54,7 @@ from export.rollouts import (
     EPSILON,
     rollout_states,
 )
-from export.sources import SourceContext, SourceModel
+from export.sources import SourceContext, SourceModel, params_of
 from export.variants import VARIANTS, Variant
 from tasks import EvaluationSpec, TaskSpec
 
@@ -129,19 +129,23 @@ GRAPH_ONLY = {"onnx"}
 """Policy kinds that bring a graph, not a torch module: nothing to prune (DESIGN.md §3b)."""
 
 
+def _a(kind: str) -> str:
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+
+
 def skip_reason(variant: Variant, fmt: str, kind: str, underivable: str | None = None) -> str | None:
     """Why ``variant`` in ``fmt`` is not built from a ``kind`` policy source (whose module cannot be
     pruned or distilled for the reason ``underivable``), or None if it is."""
     if kind in GRAPH_ONLY and variant.source.split("-")[0] in ("pruned", "masked"):
         return (
-            f"not built from an {kind} policy: pruning needs the torch module, and an ONNX graph has "
+            f"not built from {_a(kind)} policy: pruning needs the torch module, and an ONNX graph has "
             f"none; its quantized and distilled variants are built"
         )
     if underivable and variant.source != "float":
         return f"not built from this {kind} policy: {underivable}"
     if fmt not in CHANNEL_FORMATS:
         return (
-            f"not built from a {kind} policy: the {fmt} format saves NeuroQuant checkpoints (a network "
+            f"not built from {_a(kind)} policy: the {fmt} format saves NeuroQuant checkpoints (a network "
             f"config and weights), and the policy's module has no such config; its float network is the "
             f"float ONNX artifact"
         )
@@ -173,7 +177,7 @@ def _source_record(plan: TaskPlan, ref: task_gates.TaskReference) -> dict[str, A
         "path": policy.path,
         "checkpoint": policy.path,  # the key schema-1 readers know the source file by
         "sha256": policy.sha256,
-        "params": int(sum(p.numel() for p in policy.model.parameters())),
+        "params": params_of(policy.model),
         "info": policy.info,
         "trust_pickle": plan.config.trust_pickle,
         "eval": task_gates.eval_record(ref.evaluation, ref.evaluation),

@@ -24,8 +24,10 @@ if TYPE_CHECKING:
 SOURCES: dict[str, str] = {
     "sb3": "export.policies.sb3:load_sb3",
     "torch": "export.policies.torch_source:load_torch",
+    "onnx": "export.policies.onnx_source:load_onnx",
 }
-"""Policy kind → ``"module:function"`` of its loader (onnx is still to come)."""
+"""Policy kind → ``"module:function"`` of its loader (``neuroquant:`` is the gridworld path's
+``--checkpoint``, ``export.pipeline``)."""
 FACTORY_KINDS = ("torch",)
 """Kinds whose PATH may instead be ``package.module:function`` (a factory building the module)."""
 
