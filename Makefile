@@ -148,8 +148,8 @@ clean:  ## remove generated outputs (keeps .venv)
 .PHONY: bundle docker
 DOCKER_PLATFORM ?= $(if $(filter x86,$(TARGET)),linux/amd64,linux/arm64)
 
-bundle: $(STAMP)  ## pack artifacts/<TARGET>/ and the edge runtime into dist/neuroquant-<TARGET>.tar.gz
-	$(PY) -m deploy.bundle --target $(TARGET) --out dist
+bundle: $(STAMP)  ## pack artifacts/[<TASK>/]<TARGET>/ and the edge runtime into dist/neuroquant-<TARGET>.tar.gz
+	$(PY) -m deploy.bundle --target $(TARGET) --artifacts $(patsubst %/,%,$(dir $(MANIFEST))) --out dist
 
 docker:  ## build the edge image neuroquant-edge:<TARGET> (needs a Docker engine with buildx)
 	docker build --platform $(DOCKER_PLATFORM) --build-arg TARGET=$(TARGET) -t neuroquant-edge:$(TARGET) .

@@ -26,6 +26,7 @@ from common.cli import dataclass_parser, parse_dataclass
 from common.fileio import atomic_write, file_sha256
 from deploy.requirements import CONSTRAINTS, REPO, EdgeRequirements, edge_requirements
 from deploy.verify import SUMS, artifact_files, format_sums
+from tasks.envs import env_packages
 
 HERE = Path(__file__).resolve().parent
 #: Packages the edge runtime imports (all torch-free), shipped whole.
@@ -173,7 +174,7 @@ def _readme(profile: TargetProfile, bundle: Bundle, backend: str, variant: str) 
 def plan_bundle(config: BundleConfig) -> Bundle:
     """Collect and check every member; raises :class:`BundleError` (or a ``ValueError``) on bad input."""
     profile, manifest = _load(config)
-    requirements = edge_requirements(profile)
+    requirements = edge_requirements(profile, env_packages=env_packages(manifest.task_spec().env.id))
     backend = requirements.backends[0]
     variant = _default_variant(manifest, backend)
     bundle = Bundle(config.target)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,13 +142,18 @@ class EdgeRequirements:
 
 
 def edge_requirements(
-    profile: TargetProfile, pyproject: Path = PYPROJECT, constraints: Path = CONSTRAINTS
+    profile: TargetProfile,
+    pyproject: Path = PYPROJECT,
+    constraints: Path = CONSTRAINTS,
+    env_packages: Sequence[str] = (),
 ) -> EdgeRequirements:
-    """The ``edge`` extra plus the profile's runtimes, each pinned by every matching constraints line."""
+    """The ``edge`` extra plus the profile's runtimes and the task's ``env_packages`` (box2d, mujoco …:
+    ``tasks.envs.env_packages``), each pinned by every matching constraints line."""
     backends = profile_backends(profile)
     runtimes = [runtime_for(b) for b in backends]
     wanted = dict.fromkeys(edge_extra(pyproject))
     wanted.update(dict.fromkeys((name, None) for r in runtimes for name in r.pip))
+    wanted.update(dict.fromkeys((name, None) for name in env_packages))
     pins = read_constraints(constraints)
     lines: dict[str, None] = {}
     for name, marker in wanted:

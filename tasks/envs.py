@@ -30,12 +30,14 @@ class TaskUnavailable(RuntimeError):
     is not."""
 
 
-#: Entry-point module → how to get its dependency. ``gymnasium[box2d]`` is not suggested: it pulls
-#: ``pygame-ce``, which installs over the ``pygame`` this project uses.
-_INSTALL_HINTS = {
-    "gymnasium.envs.box2d": "pip install box2d  (not gymnasium[box2d]: its pygame-ce replaces pygame)",
-    "gymnasium.envs.mujoco": "pip install mujoco imageio",
+#: Entry-point module → the pip packages its envs need beyond gymnasium (a device bundle installs them
+#: too, ``deploy.requirements``). ``gymnasium[box2d]`` is not used: it pulls ``pygame-ce``, which
+#: installs over the ``pygame`` this project uses.
+ENV_PACKAGES = {
+    "gymnasium.envs.box2d": ("box2d",),
+    "gymnasium.envs.mujoco": ("mujoco", "imageio"),
 }
+_INSTALL_NOTES = {"gymnasium.envs.box2d": "  (not gymnasium[box2d]: its pygame-ce replaces pygame)"}
 
 
 def _gym() -> Any:
@@ -71,14 +73,28 @@ def gridworld_kwargs(spec: TaskSpec) -> dict[str, Any] | None:
     return kwargs
 
 
-def _install_hint(gym: Any, env_id: str) -> str:
+def _entry_module(gym: Any, env_id: str) -> str | None:
+    """The module prefix of :data:`ENV_PACKAGES` the env's entry point lies in, if any."""
     try:
         entry_point = gym.spec(_bare_id(env_id)).entry_point
     except gym.error.Error:
-        return ""
+        return None
     if not isinstance(entry_point, str):
+        return None
+    return next((module for module in ENV_PACKAGES if entry_point.startswith(module)), None)
+
+
+def env_packages(env_id: str) -> tuple[str, ...]:
+    """The pip packages ``env_id`` needs beyond gymnasium (``("box2d",)`` for LunarLander-v3)."""
+    module = _entry_module(_gym(), env_id)
+    return ENV_PACKAGES[module] if module else ()
+
+
+def _install_hint(gym: Any, env_id: str) -> str:
+    module = _entry_module(gym, env_id)
+    if module is None:
         return ""
-    return next((hint for module, hint in _INSTALL_HINTS.items() if entry_point.startswith(module)), "")
+    return f"pip install {' '.join(ENV_PACKAGES[module])}{_INSTALL_NOTES.get(module, '')}"
 
 
 def _make_one(env_id: str, kwargs: dict[str, Any], max_episode_steps: int | None) -> gymnasium.Env:

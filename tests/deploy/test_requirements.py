@@ -69,3 +69,20 @@ def test_missing_pin_is_an_error(tmp_path: Path) -> None:
     constraints.write_text("numpy>=2\n")
     with pytest.raises(RequirementsError, match="not an exact pin"):
         read_constraints(constraints)
+
+
+def test_a_task_bundle_installs_its_env_packages() -> None:
+    """LunarLander needs box2d, HalfCheetah mujoco and imageio (with mujoco's Python marker); CartPole
+    nothing beyond gymnasium."""
+    from tasks.envs import env_packages
+
+    assert env_packages("CartPole-v1") == () and env_packages("LunarLander-v3") == ("box2d",)
+    assert env_packages("HalfCheetah-v5") == ("mujoco", "imageio")
+    profile = load_profile("x86")
+    cheetah = edge_requirements(profile, env_packages=env_packages("HalfCheetah-v5"))
+    assert {"mujoco", "imageio"} <= _names(cheetah.pins)
+    assert any(p.startswith("mujoco==") and "python_version >= \"3.11\"" in p for p in cheetah.pins)
+    assert "box2d" in _names(edge_requirements(profile, env_packages=("box2d",)).pins)
+    assert _names(edge_requirements(profile).pins) == _names(
+        edge_requirements(profile, env_packages=env_packages("CartPole-v1")).pins
+    )
