@@ -347,6 +347,21 @@ def test_discrete_gate_on_controlled_inputs() -> None:
     assert len(problems) == 1 and "against its torch network" in problems[0]
 
 
+def test_conversion_is_checked_against_the_variants_own_network() -> None:
+    """A pruned network's artifact reproduces the pruned network (its own), not the float policy: the
+    conversion tolerance compares with ``own``, the action gate with the float policy."""
+    profile = load_profile("x86")
+    float_out = np.tile([0.0, 1.0, 0.5], (100, 1))
+    pruned_out = float_out + np.array([0.0, 0.3, 0.0])  # the pruned network: other values, same actions
+    ref = _reference(DISCRETE_TASK, float_out)
+    parity, _, problems = task_gates.judge(ref, pruned_out + 1e-6, FLOAT_EVAL, profile, 1e-5, own=pruned_out)
+    assert problems == [] and parity["action_agreement"] == 1.0
+    assert parity["max_abs_diff_own"] == pytest.approx(1e-6, rel=1e-3)
+    assert parity["max_abs_diff"] == pytest.approx(0.3, rel=1e-3)
+    problems = task_gates.judge(ref, pruned_out + 1e-6, FLOAT_EVAL, profile, 1e-5)[2]  # against the float
+    assert len(problems) == 1 and "against its torch network" in problems[0]
+
+
 def test_return_gate_on_controlled_inputs() -> None:
     profile = load_profile("x86")
     ref = _reference(DISCRETE_TASK, np.tile([0.0, 1.0, 0.5], (10, 1)))
