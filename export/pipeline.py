@@ -250,7 +250,7 @@ class Builder:
         src = self.fp32_onnx(variant.source, source)
         dst = self.root / variant.name / "model.onnx"
         dst.parent.mkdir(parents=True, exist_ok=True)
-        info = precision.apply(src, dst, self.calib_obs)
+        info = precision.apply(src, dst, self.calib_obs, tensorrt="tensorrt" in self.profile.formats)
         stamp(
             dst,
             {

@@ -16,13 +16,20 @@ new file; the registry is the only list of them.
   quantized bias costs 3× the bytes of the float one: scale + int32 zero-point + value), then those float
   biases corrected for the mean shift quantization causes (:func:`correct_biases`).
 
-Both int8 precisions quantize weights to 7 bits (``reduce_range``). onnxruntime's x86 int8 kernels on
-AVX2 and AVX-512 CPUs without VNNI multiply u8 activations by s8 weights and add pairs of products in
-int16 (``vpmaddubsw``), which saturates for 8-bit weights: on an AMD EPYC without VNNI the test teacher's
-int8-dynamic drifted by max |ΔQ| 3.3 and int8-static by 21.9 (on 0.23 with VNNI). 7-bit weights keep
-every pair sum below 2^15, so the integer arithmetic is exact and the artifact computes the same on every
-CPU it is deployed to, at one bit of weight precision: max |ΔQ| 0.38 / 0.35 on that teacher, every action
-kept. (The figures below were measured with 8-bit weights on a VNNI host.)
+Int8 must compute the same on every CPU the artifact is deployed to. onnxruntime's x86 kernels for u8
+activations × s8 weights on AVX2 and AVX-512 CPUs without VNNI add pairs of products in int16
+(``vpmaddubsw``), which saturates: on an AMD EPYC without VNNI the test teacher's 8-bit symmetric
+int8-dynamic drifted by max |ΔQ| 3.3 and int8-static by 21.9 (0.23 on a VNNI host). Two ways out, both
+exact on every CPU:
+
+- **u8 × u8** (asymmetric weights with per-channel zero-points): x86 widens both to int16 (``vpmaddwd``),
+  ARM has ``udot``. Full 8-bit weights: on the test teacher max |ΔQ| 0.17 (dynamic) / 0.25 (static), on the
+  64×64 student mean |ΔQ| 0.10 / 0.09. The default for both precisions.
+- **s8 × s8 with 7-bit weights** (``reduce_range``): every pair sum stays below 2^15. TensorRT takes
+  symmetric Q/DQ only (zero-points 0), so int8-static for a target that builds engines (``tensorrt`` in
+  its profile: jetson) is made this way: teacher max |ΔQ| 0.35, student mean 0.24 — one bit less.
+
+(The figures below were measured with 8-bit symmetric weights on a VNNI host.)
 
 Both int8 precisions keep the output layer (:func:`output_layers`, the 128×3 Gemm of the CQL policy) in
 float, weights and input: it computes the Q-values themselves, whose best and second-best actions are
@@ -75,13 +82,14 @@ class Precision:
     name: str
     label: str
     """What the manifest's ``precision`` says: fp32, fp16 or int8."""
-    apply: Callable[[Path, Path, np.ndarray], dict[str, Any]]
-    """(fp32 ONNX, destination, calibration observations) → details for the artifact's ``extra``."""
+    apply: Callable[..., dict[str, Any]]
+    """(fp32 ONNX, destination, calibration observations, *, tensorrt=False) → details for the artifact's
+    ``extra``; ``tensorrt``: the graph must suit a TensorRT engine build too (symmetric int8)."""
     tolerance: float | None = None
     """max |ΔQ| allowed against the variant's own torch network; None: the target profile's bound."""
 
 
-def _fp32(src: Path, dst: Path, calib: np.ndarray) -> dict[str, Any]:
+def _fp32(src: Path, dst: Path, calib: np.ndarray, tensorrt: bool = False) -> dict[str, Any]:
     if src != dst:
         shutil.copyfile(src, dst)
     return {}
@@ -105,7 +113,7 @@ def sort_nodes(graph: onnx.GraphProto) -> None:
     graph.node.extend(nodes)
 
 
-def _fp16(src: Path, dst: Path, calib: np.ndarray) -> dict[str, Any]:
+def _fp16(src: Path, dst: Path, calib: np.ndarray, tensorrt: bool = False) -> dict[str, Any]:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = convert_float_to_float16(onnx.load_model(str(src)), keep_io_types=True)
@@ -378,7 +386,7 @@ def _quantize_int8(
     return {"float_layers": kept, "input_spread": spread, **equalized, "bias_shifts": shifts}
 
 
-def _int8_dynamic(src: Path, dst: Path, calib: np.ndarray) -> dict[str, Any]:
+def _int8_dynamic(src: Path, dst: Path, calib: np.ndarray, tensorrt: bool = False) -> dict[str, Any]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     def quantize(pre: Path, last: list[str]) -> None:
@@ -386,25 +394,28 @@ def _int8_dynamic(src: Path, dst: Path, calib: np.ndarray) -> dict[str, Any]:
             pre,
             dst,
             per_channel=True,
-            reduce_range=True,
-            weight_type=QuantType.QInt8,
+            weight_type=QuantType.QUInt8,  # u8 × u8: exact on every CPU (module docstring); TensorRT
+            # cannot parse dynamic quantization anyway
             # quantize_dynamic rewrites each Gemm into "<name>_MatMul" + "<name>_Add" before it looks at
             # the exclusions, so the rewritten MatMul's name is the one that keeps the layer float.
             nodes_to_exclude=[*last, *(f"{name}_MatMul" for name in last)],
         )
 
     return {
-        "quantization": "dynamic, int8 per-channel weights, equalized activations, output layer float, "
-        "bias-corrected",
+        "quantization": "dynamic, u8 x u8 (asymmetric per-channel weights), equalized activations, output "
+        "layer float, bias-corrected",
         **_quantize_int8(src, dst, calib, quantize),
     }
 
 
-def _int8_static(src: Path, dst: Path, calib: np.ndarray) -> dict[str, Any]:
+def _int8_static(src: Path, dst: Path, calib: np.ndarray, tensorrt: bool = False) -> dict[str, Any]:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if len(calib) == 0:
         raise ValueError("int8-static needs calibration observations, got none")
+    # s8 × s8 with 7-bit weights where TensorRT needs symmetric Q/DQ, else u8 × u8 (module docstring)
+    kind = QuantType.QInt8 if tensorrt else QuantType.QUInt8
+    scheme = "symmetric s8, 7-bit weights (TensorRT)" if tensorrt else "asymmetric u8 x u8"
 
     def quantize(pre: Path, last: list[str]) -> None:
         quantize_static(
@@ -413,22 +424,22 @@ def _int8_static(src: Path, dst: Path, calib: np.ndarray) -> dict[str, Any]:
             _Batches(calib),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            reduce_range=True,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
+            reduce_range=tensorrt,
+            activation_type=kind,
+            weight_type=kind,
             calibrate_method=CalibrationMethod.MinMax,
             op_types_to_quantize=list(QUANTIZED_OPS),
             nodes_to_exclude=last,
             extra_options={
-                "ActivationSymmetric": True,
-                "WeightSymmetric": True,
+                "ActivationSymmetric": tensorrt,
+                "WeightSymmetric": tensorrt,
                 "QuantizeBias": False,
                 "OpTypesToExcludeOutputQuantization": list(UNQUANTIZED_OUTPUTS),
             },
         )
 
     return {
-        "quantization": "static QDQ, symmetric int8, per-channel weights, equalized activations, "
+        "quantization": f"static QDQ, {scheme}, per-channel weights, equalized activations, "
         "output layer float, bias-corrected",
         "calibration_samples": len(calib),
         **_quantize_int8(src, dst, calib, quantize),

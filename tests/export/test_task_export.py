@@ -216,8 +216,8 @@ def _with_output_offset(
 ) -> Callable[[Path, Path, np.ndarray], dict[str, Any]]:
     """A precision that also adds ``offset`` to the graph's output: a deliberately broken conversion."""
 
-    def perturbed(src: Path, dst: Path, calib: np.ndarray) -> dict[str, Any]:
-        info = apply(src, dst, calib)
+    def perturbed(src: Path, dst: Path, calib: np.ndarray, **options: Any) -> dict[str, Any]:
+        info = apply(src, dst, calib, **options)
         model = onnx.load_model(str(dst))
         out = model.graph.output[0].name
         for node in model.graph.node:
