@@ -10,7 +10,8 @@ initializers, inputs, outputs — is about a hundred lines; the tests cross-chec
 ``onnx.numpy_helper`` wherever ``onnx`` is installed.
 
 Supported graphs: one chain from the single float input to the single output of ``Gemm``,
-``MatMul`` (+ ``Add``), ``LayerNormalization`` (over the last axis, after an affine layer), ``Relu``,
+``MatMul`` (+ ``Add``), ``LayerNormalization`` (over the last axis, after an affine layer), ``Relu`` or
+``Tanh`` (a PPO policy's activation),
 float ``Cast`` and ``Identity`` nodes, with constant weights (fp32, fp64 or fp16; fp16 is upcast and
 computed in fp32). Quantized graphs (QDQ, integer matmuls),
 convolutions and anything branching are refused with the list of supported ops.
@@ -28,7 +29,9 @@ import numpy as np
 
 from backends.base import Backend
 
-SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "LayerNormalization", "Relu", "Cast", "Identity", "Constant")
+SUPPORTED_OPS = (
+    "Gemm", "MatMul", "Add", "LayerNormalization", "Relu", "Tanh", "Cast", "Identity", "Constant",
+)  # fmt: skip
 _QUANT_OPS = frozenset(
     {
         "QuantizeLinear",
@@ -313,12 +316,18 @@ class Norm:
 
 @dataclass
 class Layer:
-    """``y = x @ weight + bias``, then ``norm`` if set, then ReLU if ``relu``; weights ``[in, out]`` fp32."""
+    """``y = x @ weight + bias``, then ``norm`` if set, then ReLU if ``relu`` or tanh if ``tanh``; weights
+    ``[in, out]`` fp32."""
 
     weight: np.ndarray
     bias: np.ndarray
     relu: bool = False
     norm: Norm | None = None
+    tanh: bool = False
+
+    @property
+    def activated(self) -> bool:
+        return self.relu or self.tanh
 
 
 def _unsupported(op: str, why: str) -> OnnxReadError:
@@ -389,7 +398,7 @@ def lower_to_layers(graph: OnnxGraph) -> tuple[list[Layer], str]:
             pending_add.bias = _as_bias(pending_add.bias + consts[other].astype(np.float32), None, op)
             pending_add = None
         elif op == "LayerNormalization":
-            if not layers or layers[-1].relu or layers[-1].norm is not None:
+            if not layers or layers[-1].activated or layers[-1].norm is not None:
                 raise _unsupported(op, "LayerNormalization that does not follow an affine layer")
             if node.attrs.get("axis", -1) not in (-1, 1) or len([o for o in node.outputs if o]) != 1:
                 raise _unsupported(op, "LayerNormalization other than over the features, with one output")
@@ -404,10 +413,10 @@ def lower_to_layers(graph: OnnxGraph) -> tuple[list[Layer], str]:
                 )
             layers[-1].norm = Norm(scale, shift, float(node.attrs.get("epsilon", 1e-5)))
             pending_add = None
-        elif op == "Relu":
-            if not layers or layers[-1].relu:
-                raise _unsupported(op, "Relu that does not follow an affine layer")
-            layers[-1].relu = True
+        elif op in ("Relu", "Tanh"):
+            if not layers or layers[-1].activated:
+                raise _unsupported(op, f"{op} that does not follow an affine layer")
+            layers[-1].relu, layers[-1].tanh = op == "Relu", op == "Tanh"
             pending_add = None
         elif op == "Cast":
             if node.attrs.get("to") not in _FLOAT_CODES:
@@ -470,7 +479,7 @@ class NumpyBackend(Backend):
         # Per-frame path: preallocated hidden buffers, one matmul/add/max per layer and no temporaries.
         self._hidden = [np.empty(layer.weight.shape[1], np.float32) for layer in self.layers[:-1]]
         self._plan = [
-            (layer.weight, layer.bias, buf, layer.relu, layer.norm, 1.0 / len(buf))
+            (layer.weight, layer.bias, buf, layer.relu, layer.tanh, layer.norm, 1.0 / len(buf))
             for layer, buf in zip(self.layers, self._hidden, strict=False)
         ]
         self._last = self.layers[-1]
@@ -491,11 +500,13 @@ class NumpyBackend(Backend):
                 x += layer.norm.shift
             if layer.relu:
                 np.maximum(x, 0.0, out=x)
+            elif layer.tanh:
+                np.tanh(x, out=x)
         return x
 
     def infer_one(self, obs: np.ndarray) -> np.ndarray:
         x = obs if obs.dtype == np.float32 else np.asarray(obs, dtype=np.float32)
-        for w, b, buf, relu, norm, inv_width in self._plan:
+        for w, b, buf, relu, tanh, norm, inv_width in self._plan:
             np.dot(x, w, out=buf)
             buf += b
             if norm is not None:  # Python floats for the row statistics: ~1 µs a call cheaper than numpy's
@@ -505,11 +516,15 @@ class NumpyBackend(Backend):
                 buf += norm.shift
             if relu:
                 np.maximum(buf, 0.0, out=buf)
+            elif tanh:
+                np.tanh(buf, out=buf)
             x = buf
         q = np.dot(x, self._last.weight)
         q += self._last.bias
         if self._last.relu:
             np.maximum(q, 0.0, out=q)
+        elif self._last.tanh:
+            np.tanh(q, out=q)
         return q
 
     def runtime_version(self) -> str:

@@ -110,7 +110,8 @@ def test_int8_qdq_graph_is_refused_with_the_supported_ops(manifest_path: Path) -
 @pytest.mark.parametrize(
     ("nodes", "why"),
     [
-        ([helper.make_node("Tanh", ["obs"], ["q"])], "unsupported operator"),
+        ([helper.make_node("Tanh", ["obs"], ["q"])], "Tanh that does not follow an affine layer"),
+        ([helper.make_node("Sigmoid", ["obs"], ["q"])], "unsupported operator"),
         (
             [
                 helper.make_node("MatMul", ["obs", "w"], ["a"]),

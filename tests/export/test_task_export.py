@@ -186,10 +186,15 @@ def test_cartpole_ppo_export(cartpole_export: tuple[Manifest, str], cartpole_zip
         assert parity["action_agreement"] == 1.0 and "mean_action_error" not in parity, name
         assert by[name].eval["mean_return"] == manifest.source["eval"]["mean_return"]
         assert by[name].eval["return_ratio"] == 1.0
-    # numpy's reference runs ReLU chains only: the PPO's Tanh graph is not listed for it, and why is said
-    assert by["float/onnx"].backends == ["onnxruntime"]
-    assert "Tanh" in by["float/onnx"].extra["refused_by"]["numpy"]
-    assert ".tmp" not in by["float/onnx"].extra["refused_by"]["numpy"]
+    # numpy's reference runs the PPO's Tanh chain; int8 is not for it (listed by the profile only where
+    # the backend takes the precision)
+    assert (
+        by["float/onnx"].backends == ["onnxruntime", "numpy"] and "refused_by" not in by["float/onnx"].extra
+    )
+    obs = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    with get_backend("numpy").from_manifest(manifest, by["float/onnx"]) as numpy_backend:
+        with get_backend("onnxruntime").from_manifest(manifest, by["float/onnx"]) as ort_backend:
+            assert np.abs(numpy_backend.infer(obs) - ort_backend.infer(obs)).max() <= 1e-5
     assert "float policy (sb3:" in printed and "skipped: not built from a sb3 policy" in printed
     assert re.search(
         r"wrote artifacts/cartpole/x86/manifest.json \(\d+ ok, (\d+ failed, )?3 skipped\)", printed
@@ -198,6 +203,10 @@ def test_cartpole_ppo_export(cartpole_export: tuple[Manifest, str], cartpole_zip
 
 def test_pendulum_sac_export(pendulum_export: Manifest, pendulum_zip: Path) -> None:
     by = _check_export(pendulum_export, pendulum_zip, "Pendulum-v1", PENDULUM_VARIANTS)
+    # the unscaling after the tanh is beyond numpy's chain of layers: not listed for it, and why is said
+    assert by["float/onnx"].backends == ["onnxruntime"]
+    assert "numpy reference evaluates" in by["float/onnx"].extra["refused_by"]["numpy"]
+    assert ".tmp" not in by["float/onnx"].extra["refused_by"]["numpy"]
     profile = load_profile("x86")
     for name in ("float/onnx", "float/openvino", "int8-static/onnx", "int8-static/openvino"):
         parity = by[name].parity
