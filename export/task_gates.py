@@ -235,9 +235,9 @@ def runnable_backends(
     """(the entry's backends that load it, {backend: why not} for those that refuse it).
 
     The profile lists backends per format, but a backend may not take every graph a foreign policy
-    exports to (the numpy reference evaluates ReLU chains only, not a PPO policy's Tanh): listing it would
-    send the benchmarks and the edge runtime to a certain failure. A runtime merely missing here
-    (``BackendUnavailable``) stays listed: it may exist on the device.
+    exports to (the numpy reference evaluates chains of layers only, not a SAC policy's unscaling):
+    listing it would send the benchmarks and the edge runtime to a certain failure. A runtime merely
+    missing here (``BackendUnavailable``) stays listed: it may exist on the device.
     """
     keep, refused = [], {}
     for name in entry.backends:
