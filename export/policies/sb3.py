@@ -15,7 +15,8 @@ i.e. runs whatever code the file carries. Here:
   ``.pkl``) is refused with a message naming ``--trust-pickle``; with ``trust_pickle=True`` it is unpickled
   and used, and the normalisation is baked into the graph (DESIGN.md §3b).
 
-The module reproduces ``model.predict(obs, deterministic=True)``: Q-values (DQN) or logits (PPO/A2C,
+The module reproduces ``model.predict(obs, deterministic=True)``: Q-values (DQN; QR-DQN from sb3-contrib,
+its quantiles' mean folded into the output layer) or logits (PPO/A2C,
 Discrete) whose argmax is the action; for Box actions the action itself in env units — PPO/A2C's Gaussian
 mean clipped to the bounds, SAC's tanh(mean) and TD3/DDPG's tanh output unscaled from [−1, 1] to
 [low, high] — because SB3 does that in ``predict``, outside the network.
@@ -80,6 +81,7 @@ class Family:
 
 FAMILIES: dict[str, Family] = {
     "dqn": Family("dqn", "q_net.q_net.", None, "ReLU", "stable_baselines3.dqn.policies"),
+    "qrdqn": Family("qrdqn", "quantile_net.quantile_net.", None, "ReLU", "sb3_contrib.qrdqn.policies"),
     "actor-critic": Family(
         "actor-critic",
         "mlp_extractor.policy_net.",
@@ -96,7 +98,6 @@ UNSUPPORTED_KEYS: tuple[tuple[str, str], ...] = (
     ("features_extractor.", "a features extractor with weights (CnnPolicy or a custom extractor); only "
      "MlpPolicy (flattened observations) is supported, image policies come later"),
     ("lstm", "a recurrent policy (RecurrentPPO); only feed-forward MlpPolicy is supported"),
-    ("quantile_net.", "a QR-DQN quantile network (sb3-contrib); not supported yet"),
     ("mlp_extractor.shared_net.", "a shared actor-critic trunk (SB3 < 1.8 layout); re-save it with SB3 2.x"),
 )  # fmt: skip
 
@@ -185,6 +186,8 @@ def detect_family(state: Mapping[str, torch.Tensor], data: dict[str, Any], path:
             raise ValueError(f"{path}: {what} (weights {found[:3]} …)")
     if any(k.startswith("q_net.q_net.") for k in keys):
         family = FAMILIES["dqn"]
+    elif any(k.startswith("quantile_net.quantile_net.") for k in keys):
+        family = FAMILIES["qrdqn"]
     elif any(k.startswith("mlp_extractor.") for k in keys) and any(k.startswith("action_net.") for k in keys):
         family = FAMILIES["actor-critic"]
     elif any(k.startswith("actor.latent_pi.") for k in keys):
@@ -196,7 +199,8 @@ def detect_family(state: Mapping[str, torch.Tensor], data: dict[str, Any], path:
     else:
         raise ValueError(
             f"{path}: unsupported Stable-Baselines3 weight layout (policy class {name or '?'} in "
-            f"{module or '?'}; weights {keys[:6]} …); supported: DQN, PPO, A2C, SAC, TD3 and DDPG MlpPolicy"
+            f"{module or '?'}; weights {keys[:6]} …); supported: DQN, QR-DQN, PPO, A2C, SAC, TD3 and DDPG "
+            f"MlpPolicy"
         )
     if module is not None and module != family.policy_module:
         raise ValueError(
@@ -210,6 +214,8 @@ def algorithm_name(family: Family, data: dict[str, Any], kwargs: dict[str, Any])
     """The algorithm, for the record: the readable hyperparameters each one saves tell them apart."""
     if family.name == "dqn":
         return "DQN"
+    if family.name == "qrdqn":
+        return "QR-DQN"
     if family.name == "sac":
         return "SAC"
     if family.name == "actor-critic":
@@ -336,6 +342,9 @@ def read_layout(
     layers = linear_chain(state, family.body, path)
     if family.name == "dqn":
         return Layout(layers, "discrete", "q", [])
+    if family.name == "qrdqn":
+        layers[-1] = quantile_means(layers[-1], int(kwargs.get("n_quantiles", QRDQN_QUANTILES)), path)
+        return Layout(layers, "discrete", "q", [])
     if family.name == "td3":
         return Layout(layers, "box", "action", ["tanh", "unscale"])
     if family.name == "actor-critic":
@@ -351,6 +360,27 @@ def read_layout(
         return Layout(layers, "box", "action", ["hardtanh", "tanh", "unscale"], clip_mean)
     layers.append(_single_linear(state, family.head, path))
     return Layout(layers, "box", "action", ["tanh", "unscale"])
+
+
+QRDQN_QUANTILES = 200
+"""sb3-contrib's default ``n_quantiles`` (used when the zip's readable policy_kwargs do not set it)."""
+
+
+def quantile_means(layer: tuple[torch.Tensor, Any], n_quantiles: int, path: Path) -> tuple[torch.Tensor, Any]:
+    """QR-DQN's output layer (``n_quantiles × n_actions`` outputs, quantile-major: sb3-contrib views them
+    as ``[N, n_quantiles, n_actions]`` and ``predict`` takes the argmax of their mean over quantiles) as
+    one Linear giving the Q-values: the mean of linear outputs is the linear map of the mean weights, so
+    the graph computes ``predict``'s Q-values directly (averaged in float64, then float32)."""
+    weight, bias = layer
+    if n_quantiles < 1 or weight.shape[0] % n_quantiles:
+        raise ValueError(
+            f"{path}: the QR-DQN output layer has {weight.shape[0]} outputs, not a multiple of "
+            f"n_quantiles = {n_quantiles}"
+        )
+    n_actions = weight.shape[0] // n_quantiles
+    mean_w = weight.double().reshape(n_quantiles, n_actions, -1).mean(dim=0).float()
+    mean_b = None if bias is None else bias.double().reshape(n_quantiles, n_actions).mean(dim=0).float()
+    return mean_w, mean_b
 
 
 def check_fits(layout: Layout, task: tasks.TaskSpec, algorithm: str, env_id: str, path: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+import sb3_contrib
 import stable_baselines3 as sb3
 import torch
 
@@ -39,6 +40,9 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "dqn": Recipe("DQN", "CartPole-v1", 300, {"learning_starts": 100}),
+    "qrdqn": Recipe(
+        "QRDQN", "CartPole-v1", 300, {"learning_starts": 100, "policy_kwargs": {"n_quantiles": 10}}
+    ),
     "ppo-discrete": Recipe("PPO", "CartPole-v1", 256, {"n_steps": 128, "batch_size": 64, "n_epochs": 2}),
     "ppo-box": Recipe("PPO", "Pendulum-v1", 256, {"n_steps": 128, "batch_size": 64, "n_epochs": 2}),
     "ppo-sde": Recipe(
@@ -61,7 +65,7 @@ class Trained:
 
 
 def train(recipe: Recipe, path: Path, env: Any = None, **kwargs: Any) -> Trained:
-    algo = getattr(sb3, recipe.algo)
+    algo = getattr(sb3_contrib if recipe.algo == "QRDQN" else sb3, recipe.algo)
     model = algo("MlpPolicy", env or recipe.env_id, seed=0, device="cpu", **{**recipe.kwargs, **kwargs})
     model.learn(recipe.steps)
     model.save(path)
@@ -137,6 +141,7 @@ def check_matches_predict(policy: LoadedPolicy, model: Any, obs: np.ndarray, sb3
 EXPECTED = {
     # name: (algorithm, output, activation, post-processing after the last Linear)
     "dqn": ("DQN", "q", "ReLU", []),
+    "qrdqn": ("QR-DQN", "q", "ReLU", []),  # the quantiles' mean folded into the output layer
     "ppo-discrete": ("PPO", "logits", "Tanh", []),
     "ppo-box": ("PPO", "action", "Tanh", ["clip"]),
     "ppo-sde": ("PPO", "action", "Tanh", ["clip"]),
@@ -165,6 +170,9 @@ def test_loads_without_unpickling_and_matches_predict(
         obs_t = torch.from_numpy(obs)
         if name == "dqn":
             np.testing.assert_allclose(forward(policy, obs), model.q_net(obs_t).numpy(), rtol=0, atol=1e-5)
+        elif name == "qrdqn":  # predict's Q-values: the mean over quantiles
+            expected = model.policy.quantile_net(obs_t).mean(dim=1).numpy()
+            np.testing.assert_allclose(forward(policy, obs), expected, rtol=0, atol=1e-5)
         elif output == "logits":  # SB3's Categorical holds log-softmax-normalised logits
             reference = model.policy.get_distribution(obs_t).distribution.logits.numpy()
             ours = torch.log_softmax(policy.model(obs_t), dim=1).numpy()
