@@ -85,7 +85,10 @@ test-fast: $(STAMP)  ## the test suite without the slow end-to-end tests
 PORTABLE_TESTS ?= tests/fixtures tests/backends/test_parity.py tests/backends/test_numpy_ref.py tests/export \
 	tests/train/test_algos.py tests/train/test_distill.py tests/train/test_mlp_grad.py \
 	tests/train/test_optim.py tests/train/test_torch_private_api.py
-PORTABLE_IGNORE := $(addprefix --ignore=tests/export/test_policies_,sb3.py torch.py onnx.py)
+# Left out: loaders and structure (no float-path figure), and the policy exports, whose gates judge
+# integer-exact int8 and a test policy with wide margins (DESIGN §9 tests hold there by construction).
+PORTABLE_IGNORE := $(addprefix --ignore=tests/export/test_,policies_sb3.py policies_torch.py policies_onnx.py \
+	policy_variants.py task_export.py)
 PORTABLE_PATHS := MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default
 
 test-portable: $(STAMP)  ## the float-sensitive tests again on two other float paths (MKL_CBWR, ATEN_CPU_CAPABILITY)

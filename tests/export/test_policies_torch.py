@@ -126,14 +126,12 @@ def test_factory_spec_is_not_a_path() -> None:
         parse_policy("sb3:my_pkg.policies:make")  # only torch: takes a factory
 
 
-@pytest.mark.slow  # a full export of a small TorchScript policy: ~15 s
-def test_torchscript_export_builds_every_variant(user_code: Path) -> None:
+@pytest.mark.slow  # a TorchScript policy's export with a pruned and a distilled variant: ~30 s
+def test_torchscript_export_builds_pruned_and_distilled_variants(user_code: Path) -> None:
     from backends.manifest import load_manifest
 
     argv = ["--target", "x86", "--policy", "torch:chain.pt", "--env", "CartPole-v1", "--episodes", "5"]
-    assert (
-        main([*argv, "--out", "out", "--quiet", "--variants", "float,int8-static,pruned-50,distilled"]) == 0
-    )
+    assert main([*argv, "--out", "out", "--quiet", "--variants", "float,pruned-50,distilled"]) == 0
     manifest = load_manifest(user_code / "out" / "manifest.json")
     by = {a.name: a for a in manifest.artifacts}
     assert manifest.source["kind"] == "torch" and manifest.task_spec().env.id == "CartPole-v1"
