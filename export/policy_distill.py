@@ -29,7 +29,7 @@ from torch import nn
 
 import tasks
 from export.onnx_export import torch_q_values
-from export.policies.modules import ObsNormalize, Unscale, mlp_like, mlp_policy
+from export.policies.modules import ObsNormalize, Unscale, fresh_layers, mlp_like, mlp_policy
 from export.prune import (
     FINETUNE_THREADS,
     Objective,
@@ -151,12 +151,7 @@ def graph_student(task: TaskSpec, calib_obs: np.ndarray, widths: tuple[int, ...]
     if task.action.kind == "box":
         low, high = tasks.action_bounds(task)
         after = [("squash", nn.Tanh()), ("unscale", Unscale(low.reshape(-1), high.reshape(-1)))]
-    generator = torch.Generator().manual_seed(seed)
-    sizes = [obs.shape[1], *widths, n_out]
-    layers = []
-    for n_in, n_o in itertools.pairwise(sizes):
-        bound = 1.0 / n_in**0.5
-        layers.append((torch.empty(n_o, n_in).uniform_(-bound, bound, generator=generator), torch.zeros(n_o)))
+    layers = fresh_layers([obs.shape[1], *widths, n_out], seed)
     return mlp_policy(layers, nn.ReLU, before, after)
 
 

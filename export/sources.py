@@ -103,10 +103,7 @@ def _pruned(ratio: float, ctx: SourceContext) -> SourceModel:
     if base.config is None:
         if ctx.task is None:
             raise SourceUnavailable("pruning a module without a NeuroQuant config needs its task")
-        from export.policy_distill import objective_for
-
-        objective = objective_for(ctx.task)
-        model, info = prune_policy(base.model, ratio, ctx.calib_obs, objective, seed=ctx.seed)
+        model, info = prune_policy(base.model, ratio, ctx.calib_obs, _objective(ctx), seed=ctx.seed)
         return _derived(ctx, model, None, {"method": "structured", **info})
     model, config, info = structured_prune(
         copy.deepcopy(base.model), base.config, ratio, ctx.calib_obs, seed=ctx.seed
@@ -118,11 +115,6 @@ def _masked(amount: float, ctx: SourceContext) -> SourceModel:
     from export.prune import masked_prune
 
     base = ctx.float_source
-    objective = None
-    if ctx.task is not None:
-        from export.policy_distill import objective_for
-
-        objective = objective_for(ctx.task)
     model, config, info = masked_prune(
         copy.deepcopy(base.model),
         base.config,
@@ -130,9 +122,17 @@ def _masked(amount: float, ctx: SourceContext) -> SourceModel:
         calib_obs=ctx.calib_obs,
         steps=MASKED_FINETUNE_STEPS,
         seed=ctx.seed,
-        objective=objective,
+        objective=_objective(ctx),
     )
     return _derived(ctx, model, config, {"method": "l1-unstructured-mask", "amount": amount, **info})
+
+
+def _objective(ctx: SourceContext) -> Any:
+    """A policy source's fine-tuning objective (``export.policy_distill.objective_for``); None, the
+    argmax default, for the gridworld checkpoint."""
+    from export.policy_distill import objective_for
+
+    return None if ctx.task is None else objective_for(ctx.task)
 
 
 def _distilled(ctx: SourceContext) -> SourceModel:

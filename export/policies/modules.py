@@ -117,12 +117,17 @@ def mlp_like(model: nn.Sequential, widths: Sequence[int], seed: int = 0) -> nn.S
     after = [(n, copy.deepcopy(m)) for n, m in list(model.named_children())[last + 1 :]]
     activation = model.get_submodule("act0") if hidden else None
     sizes = [model.get_submodule(hidden[0] if hidden else "out").in_features, *widths, model.out.out_features]
+    return mlp_policy(fresh_layers(sizes, seed), lambda: copy.deepcopy(activation), before, after)
+
+
+def fresh_layers(sizes: Sequence[int], seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, bias) of Linear layers ``sizes[i] → sizes[i+1]`` in nn.Linear's default init (Kaiming-
+    uniform weights, U(−1/√in, 1/√in) biases), drawn from a generator seeded with ``seed``."""
     generator = torch.Generator().manual_seed(seed)
     layers = []
     for n_in, n_out in itertools.pairwise(sizes):
-        bound = 1.0 / n_in**0.5  # nn.Linear's default init: U(−1/√in, 1/√in) for the bias, Kaiming for W
         weight = torch.empty(n_out, n_in)
         nn.init.kaiming_uniform_(weight, a=5**0.5, generator=generator)
-        bias = (torch.rand(n_out, generator=generator) * 2 - 1) * bound
+        bias = (torch.rand(n_out, generator=generator) * 2 - 1) / n_in**0.5
         layers.append((weight, bias))
-    return mlp_policy(layers, lambda: copy.deepcopy(activation), before, after)
+    return layers
