@@ -112,8 +112,9 @@ class TrainConfig:
     train/fused_cql.py): the same numbers, ~1.6× fewer steps per second at 256×256 here; for checking."""
     seed: int = 0
     """Seed of the weight init, the hold-out split and minibatch sampling."""
-    threads: int = 2
-    """torch intra-op threads (the pipeline targets 2 CPU cores)."""
+    threads: int = 1
+    """torch intra-op threads. One is fastest for these small nets on 2 cores, as for distill and DQN (a
+    second thread collapses when another job shares the cores: `make test` runs two workers side by side)."""
     progress: bool = True
     """Show a progress bar (hidden anyway when stderr is not a terminal)."""
     tensorboard: bool = True

@@ -15,6 +15,9 @@ from backends.ort import OnnxRuntimeBackend
 from backends.ov import OpenVINOBackend
 from backends.registry import get_backend
 
+# The session fixture export_target builds each target once per worker: keep its users on one worker.
+pytestmark = pytest.mark.xdist_group("export_target")
+
 REPO = Path(__file__).resolve().parents[2]
 
 

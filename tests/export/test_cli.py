@@ -20,6 +20,9 @@ from export.pipeline import ExportConfig
 from export.sources import NO_DISTILLED
 from export.variants import VARIANTS
 
+# The session fixture export_target builds each target once per worker: keep its users on one worker.
+pytestmark = pytest.mark.xdist_group("export_target")
+
 REPO = Path(__file__).resolve().parents[2]
 
 

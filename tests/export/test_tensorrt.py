@@ -15,6 +15,9 @@ import pytest
 from backends.manifest import ArtifactEntry, Manifest, file_sha256
 from export.formats.tensorrt import SCRIPT_NAME, Shapes, build_engine, tensorrt_here, trtexec_command
 
+# The session fixture export_target builds each target once per worker: keep its users on one worker.
+pytestmark = pytest.mark.xdist_group("export_target")
+
 SHAPES = Shapes(min_batch=1, opt_batch=1, max_batch=256, obs_dim=6)
 TRT, WHY_NO_TRT = tensorrt_here()
 FAKE_TRTEXEC = """#!/bin/sh

@@ -28,7 +28,7 @@ from train.trainer import TrainConfig, TransitionSampler, build_algo, network_co
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Small and quick: the learning tests need the algorithms to work, not the 256×256 teacher.
-TINY = {"hidden": (64, 64), "batch_size": 128, "threads": 2, "progress": False, "tensorboard": False}
+TINY = {"hidden": (64, 64), "batch_size": 128, "threads": 1, "progress": False, "tensorboard": False}
 #: What "learned the layout" means in these tests: best oracle ratio after 3,000 steps. Measured over seeds
 #: 0-2 on three float paths (python -m tests.learning_spread, docs/test-margins.md) the worst was 0.671
 #: (TD3+BC; BCQ 0.677, CQL 0.719, BC 0.815); random play gives −0.86 and any fixed action ≤ −1.08
