@@ -32,7 +32,8 @@ exact on every CPU:
 (The figures below were measured with 8-bit symmetric weights on a VNNI host.)
 
 Both int8 precisions keep the output layer (:func:`output_layers`, the 128×3 Gemm of the CQL policy) in
-float, weights and input: it computes the Q-values themselves, whose best and second-best actions are
+float, weights and input (and a first layer of uneven features or few weights, :func:`float_input_layers`):
+it computes the Q-values themselves, whose best and second-best actions are
 < 0.04 apart in 5 % of states on a Q scale of ~9, and it holds ~1 % of the weights (+0.9 KiB, 0.7 % of
 the fp32 file). Measured on the CQL policy (float: exact return 8.985): int8-static 8.923 → 8.985 (the
 float policy's own), agreement 99.37 % → 100 %, 28.3 % → 29.0 % of the fp32 file; int8-dynamic 8.983 →
@@ -317,34 +318,58 @@ def equalize_activations(model: onnx.ModelProto, obs: np.ndarray) -> list[float]
 
 
 INPUT_SPREAD_MIN = 2.0
-"""A first layer whose observation features' calibration maxima lie within this factor of each other is
-quantized (the gridworld's all peak at ~1); beyond it, it stays float (:func:`uneven_input_layers`)."""
+"""A first layer whose observation features' calibration maxima lie within this factor of each other may be
+quantized (the gridworld's all peak at ~1); beyond it, it stays float (:func:`float_input_layers`)."""
+
+FIRST_LAYER_SHARE_MAX = 0.05
+"""A first layer holding at most this share of the network's weights stays float whatever the features
+(:func:`float_input_layers`): a low-dimensional observation's layer, where int8 costs the most and saves the
+least."""
 
 
-def uneven_input_layers(model: onnx.ModelProto, obs: np.ndarray) -> tuple[list[str], float | None]:
-    """(the first layer, if it should stay float; the spread of the observation's features): the largest /
-    smallest live calibration maximum |x_j| of the features the graph input feeds one Gemm directly with.
+def float_input_layers(model: onnx.ModelProto, obs: np.ndarray) -> tuple[list[str], dict[str, Any]]:
+    """(the first layer, if it should stay float in int8; what decided it: ``input_spread`` and
+    ``input_layer_share``). Only a Gemm the graph input feeds directly is considered.
 
-    The int8 precisions quantize a layer's input per tensor, so the largest feature sets the step for all.
-    CartPole's observation peaks at 0.14 (the pole angle, the feature that decides the action) and 1.6
-    (angular velocity): the angle kept ~11 of the 127 levels, and int8 agreed with the float PPO policy on
-    91.3 % (dynamic) / 91.7 % (static) of its rollout states. Rescaling the features to one maximum (a Mul
-    before the first Gemm, the Gemm's columns scaled back, as :func:`equalize_activations` does for hidden
-    channels) reached only 95.2 % / 95.0 %: the rest is the first layer's own weights, a 4-input layer
-    whose per-channel int8 step is set by the angle's large weights. Kept float (256 weights, +0.3 KiB),
-    it reached 99.2 % / 98.9 %. So a first layer whose features spread more than :data:`INPUT_SPREAD_MIN`
-    stays float; a spread of None means the input does not feed one Gemm directly (e.g. an observation
-    normalisation comes first, which evens the features out itself).
+    It stays float when the observation's features are uneven — the largest / smallest live calibration
+    maximum |x_j| (:func:`feature_spread`) above :data:`INPUT_SPREAD_MIN` — or when it is small, at most
+    :data:`FIRST_LAYER_SHARE_MAX` of the weights. Why each:
+
+    - **Uneven features.** The int8 precisions quantize a layer's input per tensor, so the largest feature
+      sets the step for all. CartPole's observation peaks at 0.14 (the pole angle, the feature that
+      decides the action) and 1.6 (angular velocity): the angle kept ~11 of the 127 levels, and int8 agreed
+      with the float PPO policy on 91.3 % (dynamic) / 91.7 % (static) of its rollout states. Rescaling the
+      features to one maximum (as :func:`equalize_activations` does for hidden channels) reached only
+      95.2 % / 95.0 %: the rest is the first layer's own weights. Kept float: 99.2 % / 98.9 %.
+    - **A small layer.** Even features lose most where the observation has few dimensions: the gridworld's
+      6 features take values on a 1/9 grid that u8 steps of 2/255 do not hit, into first-layer weights
+      ~60× the others' scale (CQL's init), so the input's rounding is the largest single error. On the
+      default CQL policy (6×128 first layer, 2.2 % of its 35k weights) keeping it float took int8-static
+      from max |ΔQ| 0.545 to 0.257 and int8-dynamic from 0.213 to 0.131, for +2.3 KiB (1.6 % of the fp32
+      file). Image policies' first convolutions are left alone by the share: they are compute, not size.
     """
+    found: dict[str, Any] = {"input_spread": None, "input_layer_share": None}
     graph = model.graph
     if len(graph.input) != 1 or len(obs) == 0:
-        return [], None
+        return [], found
     name = graph.input[0].name
     consumers = [n for n in graph.node if name in n.input]
     if len(consumers) != 1 or consumers[0].op_type != "Gemm" or list(consumers[0].input[:1]) != [name]:
-        return [], None
-    spread = feature_spread(obs)
-    return ([consumers[0].name] if spread is not None and spread > INPUT_SPREAD_MIN else []), spread
+        return [], found
+    first = consumers[0]
+    inits = {i.name: i for i in graph.initializer}
+    weights = [
+        int(np.prod(inits[n.input[1]].dims))
+        for n in graph.node
+        if n.op_type in QUANTIZED_OPS and len(n.input) > 1 and n.input[1] in inits
+    ]
+    own = int(np.prod(inits[first.input[1]].dims)) if first.input[1] in inits else 0
+    found["input_spread"] = spread = feature_spread(obs)
+    found["input_layer_share"] = share = own / sum(weights) if weights and own else None
+    keep = (spread is not None and spread > INPUT_SPREAD_MIN) or (
+        share is not None and share <= FIRST_LAYER_SHARE_MAX
+    )
+    return ([first.name] if keep else []), found
 
 
 def feature_spread(obs: np.ndarray) -> float | None:
@@ -372,18 +397,17 @@ def _quantize_int8(
 ) -> dict[str, Any]:
     """What both int8 precisions do around onnxruntime's quantizer, ``quantize(fp32, float_layers)``
     (which writes ``dst``): equalize and pre-process the fp32 model, keep its output layers (and a first
-    layer fed uneven features, :func:`uneven_input_layers`) float, then correct the float biases of the
-    result."""
+    first layer, :func:`float_input_layers`) float, then correct the float biases of the result."""
     with tempfile.TemporaryDirectory() as tmp:
         pre, equalized = _prepared(src, tmp, calib)
         prepared = onnx.load_model(str(pre))
-        first, spread = uneven_input_layers(prepared, calib)
+        first, decided = float_input_layers(prepared, calib)
         kept = [*first, *(name for name in output_layers(prepared) if name not in first)]
         quantize(pre, kept)
         quantized = onnx.load_model(str(dst))
         shifts = correct_biases(prepared, quantized, calib)
     save_single_file(quantized, dst)
-    return {"float_layers": kept, "input_spread": spread, **equalized, "bias_shifts": shifts}
+    return {"float_layers": kept, **decided, **equalized, "bias_shifts": shifts}
 
 
 def _int8_dynamic(src: Path, dst: Path, calib: np.ndarray, tensorrt: bool = False) -> dict[str, Any]:
