@@ -51,6 +51,11 @@ class TargetProfile:
     """Box-action gate: the largest 99th percentile of |Δa| / (high − low): a few states may move further
     (int8 rounding is amplified where a tanh is steep), but not one in a hundred by 10 % of the range."""
 
+    return_ratio_min: float = 0.99
+    """Gridworld gate: an artifact's exact return (every start state, no noise) over the float policy's, at
+    least this. Agreement alone let the default CQL policy's pruned-50-int8 pass at 99.37 % while it lost
+    8 % of the return (a few flipped states send episodes round a loop). Outside the gridworld the float
+    policy's 95 % CI is the return's bar."""
     tie_margin: float = 0.05
     """Discrete-action gate outside the gridworld: an artifact's action counts as agreeing when the float
     policy rates it within this share of its typical output range (the median over the calibration states
@@ -104,6 +109,7 @@ def load_profile(target: str, targets_dir: Path = TARGETS_DIR) -> TargetProfile:
             path=path,
             box_mean_error=float(runtime.get("box_mean_error", TargetProfile.box_mean_error)),
             box_p99_error=float(runtime.get("box_p99_error", TargetProfile.box_p99_error)),
+            return_ratio_min=float(runtime.get("return_ratio_min", TargetProfile.return_ratio_min)),
             tie_margin=float(runtime.get("tie_margin", TargetProfile.tie_margin)),
         )
     except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as err:

@@ -15,7 +15,8 @@ is recorded beside it. Ties are only recognised where an observation identifies 
 observations); for the aliased 3×3 ``image`` observation agreement stays strict.
 
 An artifact passes when its action agreement with the float policy reaches the target's
-``agreement_threshold`` on both sets, and its conversion drift stays within the precision's tolerance
+``agreement_threshold`` on both sets, its exact return is at least ``return_ratio_min`` of the float
+policy's, and its conversion drift stays within the precision's tolerance
 (1e-5 for fp32) or the target's ``max_abs_q_diff``. Q drift is bounded against the variant's own source
 rather than the float policy because a pruned or distilled network is a different function on purpose:
 its fidelity to the float policy is judged by the actions it takes and the return they earn.
@@ -160,6 +161,12 @@ def gate(
         for n in SETS
         if parity[f"{n}_agreement"] < profile.agreement_threshold
     ]
+    ratio = entry.eval.get("return_ratio")
+    if ratio is not None and ratio < profile.return_ratio_min:
+        problems.append(
+            f"exact return {entry.eval['mean_return']:.3f} < {profile.return_ratio_min:g} × the float "
+            f"policy's {ref.evaluation.mean_return:.3f}"
+        )
     if parity["source_max_abs_q_diff"] > bound:
         problems.append(
             f"max |ΔQ| {parity['source_max_abs_q_diff']:.3g} against its torch network > {bound:g}"

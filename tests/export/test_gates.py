@@ -122,6 +122,31 @@ def test_the_gate_fails_exactly_below_the_agreement_threshold(
         )
 
 
+def test_an_artifact_that_loses_return_fails_even_with_full_agreement(
+    tmp_path: Path, teacher_net: MLPNet, reference: gates.Reference
+) -> None:
+    """The exact return is gated too: the teacher itself, judged against a float policy that earned 2 %
+    more, keeps every action (agreement 1.0) and fails on the return alone; against one 0.5 % better it
+    passes (the bar is 0.99 of the float's)."""
+    q = _source_q(teacher_net, reference)
+    own = reference.evaluation.mean_return
+    for factor, passes in ((1.02, False), (1.005, True)):
+        better = dataclasses.replace(reference.evaluation, mean_return=own * factor)
+        ref = dataclasses.replace(reference, evaluation=better)
+        entry = _onnx_entry(tmp_path / str(factor), teacher_net, "float")
+        gates.gate(_manifest(tmp_path / str(factor), entry), entry, ref, q, PROFILE, 1e-5)
+        assert entry.parity["action_agreement"] == 1.0
+        assert entry.eval["return_ratio"] == pytest.approx(1 / factor)
+        if passes:
+            assert (entry.status, entry.reason) == ("ok", None)
+        else:
+            assert entry.status == "failed"
+            assert entry.reason == (
+                f"exact return {own:.3f} < {PROFILE.return_ratio_min:g} × the float policy's "
+                f"{own * factor:.3f}"
+            )
+
+
 def test_q_drift_against_its_own_network_fails_the_gate(
     tmp_path: Path, teacher_net: MLPNet, reference: gates.Reference
 ) -> None:
