@@ -80,7 +80,7 @@ print(int(hwm[0].split()[1]) / 1024 if hwm else psutil.Process().memory_info().r
 """
 """The floor of an onnxruntime session: numpy, onnxruntime and psutil imported, one model run 20,000 times,
 and for a Gymnasium task its env made and stepped (gymnasium alone adds ~12 MB: multiprocessing, its vector
-API, numpy.random). On CartPole here: 67.4 MB, above the 64 MB target before the session adds anything."""
+API, numpy.random). On CartPole here: 67.3 MB, above the 64 MB target before the session adds anything."""
 
 
 def _pct_us(ns: np.ndarray) -> dict[str, float]:

@@ -346,7 +346,8 @@ def float_input_layers(model: onnx.ModelProto, obs: np.ndarray) -> tuple[list[st
       ~60× the others' scale (CQL's init), so the input's rounding is the largest single error. On the
       default CQL policy (6×128 first layer, 2.2 % of its 35k weights) keeping it float took int8-static
       from max |ΔQ| 0.545 to 0.257 and int8-dynamic from 0.213 to 0.131, for +2.3 KiB (1.6 % of the fp32
-      file). Image policies' first convolutions are left alone by the share: they are compute, not size.
+      file). Only a Gemm fed by the input is considered: an image policy's first convolution stays int8
+      (it is compute, not size).
     """
     found: dict[str, Any] = {"input_spread": None, "input_layer_share": None}
     graph = model.graph
@@ -396,8 +397,9 @@ def _quantize_int8(
     src: Path, dst: Path, calib: np.ndarray, quantize: Callable[[Path, list[str]], None]
 ) -> dict[str, Any]:
     """What both int8 precisions do around onnxruntime's quantizer, ``quantize(fp32, float_layers)``
-    (which writes ``dst``): equalize and pre-process the fp32 model, keep its output layers (and a first
-    first layer, :func:`float_input_layers`) float, then correct the float biases of the result."""
+    (which writes ``dst``): equalize and pre-process the fp32 model, keep its output layers (and a small or
+    unevenly fed first layer, :func:`float_input_layers`) float, then correct the float biases of the
+    result."""
     with tempfile.TemporaryDirectory() as tmp:
         pre, equalized = _prepared(src, tmp, calib)
         prepared = onnx.load_model(str(pre))
