@@ -36,7 +36,7 @@ from backends.profiles import TargetProfile
 from backends.registry import get_backend
 from gridworld.core import GridModel
 from gridworld.oracle import Evaluation, Oracle, evaluate_policy
-from train.evaluate import flat_obs
+from tasks import flat_obs
 
 SETS = ("dataset", "states")
 """The observation sets every artifact is compared on: dataset observations, every reachable state."""

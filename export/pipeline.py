@@ -89,6 +89,9 @@ class ExportConfig:
     episodes: int = 50
     """--policy exports: episodes (seeds 0..N-1) of the return gate, for the float policy's 95% CI and for
     every artifact's mean return."""
+    jobs: int = 0
+    """--policy exports: processes that gate artifacts side by side (each plays the episodes through one
+    artifact's runtime); 0: one per CPU core, 1: all in this process."""
 
     @property
     def out_dir(self) -> Path:

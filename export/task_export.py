@@ -216,7 +216,8 @@ def build(plan: TaskPlan) -> Manifest:
             artifacts=entries,
             root=tmp,
         )
-        for entry in tqdm(entries, desc="gates", unit="artifact", disable=config.quiet):
+        jobs: list[task_gates.GateJob] = []
+        for i, entry in enumerate(entries):
             if entry.status != "ok":
                 continue
             variant = VARIANTS[entry.variant]
@@ -224,11 +225,12 @@ def build(plan: TaskPlan) -> Manifest:
             own = None
             if tolerance is not None and variant.source != "float":
                 own = builder.source_q(variant.source, {"x": ref.obs})["x"]
-            task_gates.gate(manifest, entry, ref, profile, tolerance, own)
-            if entry.status == "ok":
-                entry.backends, refused = task_gates.runnable_backends(manifest, entry, profile)
-                if refused:
-                    entry.extra["refused_by"] = refused
+            jobs.append((i, tolerance, own))
+        workers = task_gates.gate_workers(config.jobs, len(jobs))
+        with tqdm(
+            total=len(jobs), desc=f"gates ({workers} processes)", unit="artifact", disable=config.quiet
+        ) as bar:
+            task_gates.gate_all(manifest, jobs, ref, profile, workers, done=lambda entry: bar.update())
         finish(manifest, profile, config, plan.started)
     manifest.root = out
     return manifest

@@ -14,7 +14,7 @@ from tasks.actions import NonFiniteAction, action_bounds, clip_action, select_ac
 from tasks.envs import TaskUnavailable, from_env, make_env, task_name
 from tasks.evaluation import EpisodeEvaluation, Policy, confidence_interval, evaluate, t_critical_975
 from tasks.named import get, names
-from tasks.spec import ActionSpec, EnvSpec, EvaluationSpec, ObservationSpec, TaskSpec
+from tasks.spec import ActionSpec, EnvSpec, EvaluationSpec, ObservationSpec, TaskSpec, flat_obs
 
 __all__ = [
     "ActionSpec",
@@ -30,6 +30,7 @@ __all__ = [
     "clip_action",
     "confidence_interval",
     "evaluate",
+    "flat_obs",
     "from_env",
     "get",
     "make_env",

@@ -356,3 +356,12 @@ def _nest(flat: Sequence[float], shape: Sequence[int]) -> Any:
         return flat[0]
     step = len(flat) // shape[0]
     return [_nest(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
+
+
+def flat_obs(obs: np.ndarray) -> np.ndarray:
+    """Observations as the float32 ``[N, obs_dim]`` batch every network (and every ONNX model) takes.
+
+    Here, not in ``train``, so that what runs exported graphs (the gates, their worker processes) never
+    imports torch for it."""
+    obs = np.asarray(obs)
+    return obs.reshape(len(obs), -1).astype(np.float32, copy=False)

@@ -10,6 +10,7 @@ from torch import nn
 
 from gridworld.core import MAX_STEPS, GridModel, build_model
 from gridworld.oracle import Evaluation, Oracle, Policy, evaluate_policy
+from tasks import flat_obs
 
 
 def env_model_from_metadata(metadata: dict[str, Any]) -> GridModel:
@@ -22,12 +23,6 @@ def env_model_from_metadata(metadata: dict[str, Any]) -> GridModel:
         int(kwargs.get("layout_seed", 0)),
         int(kwargs.get("max_steps", MAX_STEPS)),
     )
-
-
-def flat_obs(obs: np.ndarray) -> np.ndarray:
-    """Observations as the float32 ``[N, obs_dim]`` batch every network (and every ONNX model) takes."""
-    obs = np.asarray(obs)
-    return obs.reshape(len(obs), -1).astype(np.float32, copy=False)
 
 
 def q_values(model: nn.Module, obs: np.ndarray) -> np.ndarray:

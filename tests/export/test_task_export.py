@@ -260,6 +260,26 @@ def test_box_gate_fails_a_perturbed_variant(
     assert by["fp16/openvino"].status == "ok" and by["float/onnx"].status == "ok"
 
 
+def test_gates_in_worker_processes_match_gates_in_one(pendulum_zip: Path, tmp_path: Path) -> None:
+    """--jobs 2 gates in spawned processes and copies their verdicts back into the manifest: the same
+    status, figures and backends, entry for entry and in order, as gating everything in this process."""
+    argv = ["--target", "x86", "--policy", f"sb3:{pendulum_zip}", "--env", "Pendulum-v1", "--quiet"]
+    argv += ["--variants", "float,fp16,int8-static", "--episodes", "5"]
+    manifests = {}
+    for jobs in ("1", "2"):
+        assert main([*argv, "--jobs", jobs, "--out", str(tmp_path / jobs)]) == 0
+        manifests[jobs] = json.loads((tmp_path / jobs / "manifest.json").read_text())["artifacts"]
+    keys = ("name", "status", "reason", "parity", "eval", "backends")
+    one, two = ([{k: a[k] for k in keys} for a in manifests[j]] for j in ("1", "2"))
+    assert one == two
+    # ONNX files are the same bytes; an IR is not (OpenVINO numbers its nodes with a per-process counter)
+    onnx_files = [[a["sha256"] for a in manifests[j] if a["format"] == "onnx"] for j in ("1", "2")]
+    assert onnx_files[0] == onnx_files[1]
+    assert [a["extra"]["gate_backend"] for a in manifests["2"] if a["status"] != "skipped"]
+    assert task_gates.gate_workers(0, 1) == 1 and task_gates.gate_workers(8, 3) == 3
+    assert task_gates.gate_workers(1, 20) == 1
+
+
 # --- the gates on controlled inputs ---------------------------------------------------------------------
 
 
