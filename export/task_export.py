@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -152,9 +153,8 @@ def skip_reason(variant: Variant, fmt: str, kind: str, underivable: str | None =
     return None
 
 
-def _build_entries(plan: TaskPlan, builder: Builder, quiet: bool) -> list[ArtifactEntry]:
-    """Every (variant, format) of the plan: built, or ``skipped`` with the reason."""
-    entries: list[ArtifactEntry] = []
+def _build_entries(plan: TaskPlan, builder: Builder, quiet: bool) -> Iterator[list[ArtifactEntry]]:
+    """Each variant's (variant, format) entries in turn: built, or ``skipped`` with the reason."""
     progress = tqdm(plan.variants, desc=f"export {plan.task.name} {plan.profile.name}", disable=quiet)
     for variant in progress:
         progress.set_postfix_str(variant.name)
@@ -162,11 +162,10 @@ def _build_entries(plan: TaskPlan, builder: Builder, quiet: bool) -> list[Artifa
         skipped = {f: skip_reason(variant, f, kind, underivable) for f in builder.formats_of(variant)}
         built = [f for f, reason in skipped.items() if reason is None]
         made = {e.format: e for e in builder.build_variant(variant, built)} if built else {}
-        entries += [
+        yield [
             made[f] if reason is None else builder.entry(variant, f, status="skipped", reason=reason)
             for f, reason in skipped.items()
         ]
-    return entries
 
 
 def _source_record(plan: TaskPlan, ref: task_gates.TaskReference) -> dict[str, Any]:
@@ -205,7 +204,6 @@ def build(plan: TaskPlan) -> Manifest:
     with staged_folder(out) as tmp, tempfile.TemporaryDirectory(prefix="neuroquant-export-") as scratch:
         builder = Builder(profile, context, io, tmp, Path(scratch), config.exporter)
         ref = task_gates.make_reference(task, infer_fn(policy), plan.calib_obs, config.episodes)
-        entries = _build_entries(plan, builder, config.quiet)
         manifest = Manifest(
             target=profile.name,
             created=now_utc(),
@@ -213,24 +211,26 @@ def build(plan: TaskPlan) -> Manifest:
             env=_env_record(task),
             task=task.to_dict(),
             versions=versions(),
-            artifacts=entries,
+            artifacts=[],
             root=tmp,
         )
-        jobs: list[task_gates.GateJob] = []
-        for i, entry in enumerate(entries):
-            if entry.status != "ok":
-                continue
-            variant = VARIANTS[entry.variant]
-            tolerance = PRECISIONS[variant.precision].tolerance
-            own = None
-            if tolerance is not None and variant.source != "float":
-                own = builder.source_q(variant.source, {"x": ref.obs})["x"]
-            jobs.append((i, tolerance, own))
-        workers = task_gates.gate_workers(config.jobs, len(jobs))
-        with tqdm(
-            total=len(jobs), desc=f"gates ({workers} processes)", unit="artifact", disable=config.quiet
-        ) as bar:
-            task_gates.gate_all(manifest, jobs, ref, profile, workers, done=lambda entry: bar.update())
+        # Each artifact is gated as soon as it is built, beside the builds of the next variants.
+        workers = task_gates.gate_workers(config.jobs)
+        with task_gates.GatePool(manifest, ref, profile, workers) as gates:
+            for entries in _build_entries(plan, builder, config.quiet):
+                for entry in entries:
+                    manifest.artifacts.append(entry)
+                    if entry.status != "ok":
+                        continue
+                    variant = VARIANTS[entry.variant]
+                    tolerance = PRECISIONS[variant.precision].tolerance
+                    own = None
+                    if tolerance is not None and variant.source != "float":
+                        own = builder.source_q(variant.source, {"x": ref.obs})["x"]
+                    gates.submit(len(manifest.artifacts) - 1, tolerance, own)
+            desc = f"gates ({workers} processes)"
+            for _ in tqdm(gates.wait(), total=len(gates), desc=desc, unit="artifact", disable=config.quiet):
+                pass
         finish(manifest, profile, config, plan.started)
     manifest.root = out
     return manifest
