@@ -24,7 +24,7 @@ TRAIN_FLAGS ?= --no-progress
 .PHONY: help setup browser run test test-fast test-portable lint collect viz train distill zoo export edge bench bench-env report clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -146,7 +146,7 @@ clean:  ## remove generated outputs (keeps .venv)
 	rm -rf data runs artifacts results reports/out
 
 # Device bundle and edge image (`make export TARGET=…` first; the image re-exports from runs/ and data/).
-.PHONY: bundle docker
+.PHONY: bundle docker verify-arm64
 DOCKER_PLATFORM ?= $(if $(filter x86,$(TARGET)),linux/amd64,linux/arm64)
 
 bundle: $(STAMP)  ## pack artifacts/[<TASK>/]<TARGET>/ and the edge runtime into dist/neuroquant-<TARGET>.tar.gz
@@ -154,3 +154,17 @@ bundle: $(STAMP)  ## pack artifacts/[<TASK>/]<TARGET>/ and the edge runtime into
 
 docker:  ## build the edge image neuroquant-edge:<TARGET> (needs a Docker engine with buildx)
 	docker build --platform $(DOCKER_PLATFORM) --build-arg TARGET=$(TARGET) -t neuroquant-edge:$(TARGET) .
+
+# arm64 under qemu-user, as root on Debian/Ubuntu: the arm64 export's bundle installed and run in a cached arm64
+# Debian root (built once by debootstrap, ~6 min, in ARM64_ROOT), every artifact's outputs and return compared
+# with x86's; results/arm64/verify.json and results/sessions/arm64-emulated/. Correctness, not timing.
+ARM64_ROOT ?= $(HOME)/.cache/neuroquant/arm64-bookworm
+ARM64_EPISODES ?= 10
+ARM64_FLAGS ?=
+
+verify-arm64: $(STAMP)  ## export + bundle for arm64, run it under qemu and compare with x86 (as root; make run first)
+	bash deploy/arm64_tools.sh
+	$(MAKE) export TARGET=arm64
+	$(MAKE) bundle TARGET=arm64
+	$(PY) -m deploy.arm64 --bundle dist/neuroquant-arm64.tar.gz --root $(ARM64_ROOT) --results results \
+		--episodes $(ARM64_EPISODES) $(ARM64_FLAGS)

@@ -6,11 +6,10 @@ One module owns the schema so writer and readers cannot drift. Torch-free.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
-
-import numpy as np
 
 from common.fileio import atomic_write_text, file_sha256
 
@@ -85,7 +84,7 @@ class Manifest:
     def obs_dim(self) -> int:
         """Length of one flattened observation: what every model takes, ``[N, obs_dim]``."""
         shape = self.task["observation"]["shape"] if self.task is not None else self.env["obs_shape"]
-        return int(np.prod(shape))
+        return int(math.prod(shape))
 
     @property
     def output_dim(self) -> int:
@@ -93,7 +92,7 @@ class Manifest:
         if self.task is None:
             return int(self.env["n_actions"])
         action = self.task["action"]
-        return int(action["n"]) if action["kind"] == "discrete" else int(np.prod(action["shape"]))
+        return int(action["n"]) if action["kind"] == "discrete" else int(math.prod(action["shape"]))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -203,8 +202,9 @@ def manifest_paths(entry: ArtifactEntry) -> list[tuple[str, str]]:
 _REQUIRED = ("schema", "target", "created", "source", "env", "versions", "artifacts")
 
 
-def load_manifest(path: str | Path) -> Manifest:
-    """Read and validate ``manifest.json``."""
+def load_manifest(path: str | Path, check_task: bool = True) -> Manifest:
+    """Read and validate ``manifest.json``. ``check_task=False`` skips parsing the task spec, which imports
+    numpy: the bundle's start check (``deploy.verify``) runs on the device's bare ``python3``."""
     path = Path(path)
     fix = "run `make export TARGET=<target>` (or `python -m export --target …`) to create it"
     if not path.is_file():
@@ -237,6 +237,8 @@ def load_manifest(path: str | Path) -> Manifest:
             raise ManifestError(f"{path}: {err}") from None
     fields = {k: raw[k] for k in _REQUIRED if k != "artifacts"}
     manifest = Manifest(**fields, artifacts=artifacts, task=raw.get("task"), root=path.parent)
+    if not check_task:
+        return manifest
     try:
         manifest.task_spec()  # refuse a malformed task now, not when a backend first needs its shapes
     except ManifestError as err:

@@ -31,8 +31,8 @@ from tasks.envs import env_packages
 HERE = Path(__file__).resolve().parent
 #: Packages the edge runtime imports (all torch-free), shipped whole.
 PACKAGES = ("common", "backends", "edge_runtime", "gridworld", "tasks")
-#: The part of ``deploy`` a device runs (the start-time check), not the bundler itself.
-DEPLOY_MODULES = ("__init__.py", "verify.py")
+#: The part of ``deploy`` a device runs (the start-time check, the cross-machine check), not the bundler.
+DEPLOY_MODULES = ("__init__.py", "verify.py", "check.py")
 SCRIPTS = ("run.sh", "install_edge.sh")
 #: Written next to the manifest by export when TensorRT engines are pending (export.formats.tensorrt).
 ENGINE_SCRIPT = "build_engines.sh"

@@ -85,7 +85,9 @@ def verify_bundle(root: Path = ROOT) -> list[str]:
         manifests = sorted(root.glob("artifacts/*/manifest.json"))
         if not manifests:
             return ["artifacts/<target>/manifest.json: missing"]
-        problems = [p for m in manifests for p in _check_manifest(root, load_manifest(m), shipped)]
+        problems = [
+            p for m in manifests for p in _check_manifest(root, load_manifest(m, check_task=False), shipped)
+        ]
     except ManifestError as err:
         return [str(err)]
     reported = {p.split(":", 1)[0] for p in problems}

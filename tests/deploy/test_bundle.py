@@ -24,6 +24,7 @@ FIXED = {
     "install_edge.sh",
     "deploy/__init__.py",
     "deploy/verify.py",
+    "deploy/check.py",
 }
 
 
@@ -136,6 +137,23 @@ def test_modified_bundle_is_refused_at_start(unpacked: Path, tmp_path: Path, rel
     assert proc.returncode == 1, proc.stderr
     assert f"neuroquant bundle refused: {rel}: sha256" in proc.stderr and against in proc.stderr
     assert not (tmp_path / "venv").exists()  # refused before installing anything
+
+
+def test_the_start_check_needs_no_numpy(unpacked: Path) -> None:
+    """run.sh checks the bundle with the device's own python3, before the venv exists: a Debian arm64 image
+    has no numpy there (found under emulation, make verify-arm64), so the check must not import it."""
+    code = (
+        "import runpy, sys; sys.modules['numpy'] = None; sys.argv = ['verify', sys.argv[1]]; "
+        "runpy.run_module('deploy.verify', run_name='__main__')"
+    )
+    proc = subprocess.run(
+        [BASE_PYTHON, "-c", code, str(unpacked)],
+        cwd=unpacked,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_missing_artifact_is_refused_at_start(unpacked: Path, tmp_path: Path) -> None:
