@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 #: Packages the edge runtime imports (all torch-free), shipped whole.
 PACKAGES = ("common", "backends", "edge_runtime", "gridworld", "tasks")
 #: The part of ``deploy`` a device runs (the start-time check, the cross-machine check), not the bundler.
-DEPLOY_MODULES = ("__init__.py", "verify.py", "check.py")
+DEPLOY_MODULES = ("__init__.py", "verify.py", "check.py", "engines.py")
 SCRIPTS = ("run.sh", "install_edge.sh")
 #: Written next to the manifest by export when TensorRT engines are pending (export.formats.tensorrt).
 ENGINE_SCRIPT = "build_engines.sh"
@@ -149,10 +149,17 @@ def _settings(target: str, backend: str, variant: str, requirements: EdgeRequire
 def _readme(profile: TargetProfile, bundle: Bundle, backend: str, variant: str) -> str:
     script = f"artifacts/{profile.name}/{ENGINE_SCRIPT}"
     shipped = script in bundle.files
-    engines = f"    sh {script}   # first: builds the TensorRT engines on this device\n" if shipped else ""
+    engines = (
+        f"    sh {script}   # first: builds the TensorRT engines on this device\n"
+        "    ./run.sh --register-engines   # then: enters them into the manifest (status ok, sha256)\n"
+        if shipped
+        else ""
+    )
     engine_note = (
         f"\nA `pending-on-device` artifact is a TensorRT engine that `{script}` builds here from its\n"
         "ONNX input (engines are tied to the GPU and the TensorRT version; it needs JetPack's `trtexec`).\n"
+        "`./run.sh --register-engines` then records each built engine in the manifest with its sha256, the\n"
+        "TensorRT version and the build flags, and adds it to `SHA256SUMS`; `--backend tensorrt` runs it.\n"
         if shipped
         else ""
     )

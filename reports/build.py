@@ -18,7 +18,7 @@ from pathlib import Path
 from common.cli import dataclass_parser, parse_dataclass
 from reports.charts import write_charts
 from reports.html import render_html
-from reports.load import ReportError, load_benchmarks, load_sessions
+from reports.load import ReportError, load_arm64, load_benchmarks, load_sessions
 from reports.summary import ReportData
 from reports.tables import render_markdown
 
@@ -63,7 +63,8 @@ def build_report(config: ReportConfig) -> tuple[ReportData, list[Path]]:
     results, out = Path(config.results), Path(config.out)
     bench = load_benchmarks(results / "benchmark")
     sessions, left_out = load_sessions(results / "sessions", config.sessions)
-    data = ReportData(results, bench, sessions, left_out)
+    arm64 = load_arm64(results, bench.warnings)
+    data = ReportData(results, bench, sessions, left_out, arm64)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".build-") as tmp:
         build = Path(tmp)

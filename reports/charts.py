@@ -136,7 +136,7 @@ def _nice(value: float) -> float:
 
 
 def bubble(data: ReportData, style: Style) -> tuple[Figure, str]:
-    cells = data.cells
+    cells = data.device_cells  # an emulated host's latency is the emulator's: not on this axis
     drawn = (
         cells[np.isfinite(cells["lat_p99_us"]) & np.isfinite(cells["mean_return"])] if len(cells) else cells
     )
@@ -244,14 +244,22 @@ def bubble(data: ReportData, style: Style) -> tuple[Figure, str]:
             if unplotted
             else ""
         )
+        + (
+            f" {data.emulated_cells} cell(s) measured under emulation (qemu-user) are left out: their "
+            "latency is the emulator's; their returns are in the tables."
+            if data.emulated_cells
+            else ""
+        )
     )
     return fig, caption
 
 
 def latency_cdf(data: ReportData, style: Style) -> tuple[Figure, str]:
-    cells = data.cells
+    cells = data.device_cells  # emulated latencies (qemu-user) are not a device's: left out
     measured = cells[np.isfinite(cells["lat_p50_us"])] if len(cells) else cells
-    with_frames = [s for s in data.sessions if s.frames is not None]
+    with_frames = [
+        s for s in data.sessions if s.frames is not None and not (s.summary.get("host") or {}).get("emulated")
+    ]
     backends = sorted(measured["backend"].unique()) if len(measured) else []
     panels = backends + (["edge sessions"] if with_frames else [])
     fig, axes = _grid(max(len(panels), 1), 6.0, 4.2)
@@ -302,6 +310,7 @@ def latency_cdf(data: ReportData, style: Style) -> tuple[Figure, str]:
             label = f"{s.name}: {s.summary.get('variant', '?')} / {s.summary.get('backend', '?')}"
             ax.step(lat, ys, where="post", lw=1.2, label=label)
         ax.set_title("edge sessions: per-frame latency CDF", fontsize=10)
+    emulated = data.emulated_cells or len(with_frames) < sum(s.frames is not None for s in data.sessions)
     top = 1.0 - 0.5 / floor
     ticks = [q for q in (0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999, 0.999999) if q < top]
     for ax in axes:
@@ -329,6 +338,7 @@ def latency_cdf(data: ReportData, style: Style) -> tuple[Figure, str]:
             else ""
         )
         + " Hollow markers: the artifact failed its export gate."
+        + (" Cells and sessions measured under emulation are left out." if emulated else "")
     )
     return fig, caption
 
@@ -457,18 +467,24 @@ def write_charts(data: ReportData, folder: Path, svg: bool = True) -> list[Chart
         fig, caption = drawn
         save(fig, folder / f"{name}.png", svg=svg and name == "bubble")
         charts.append(Chart(f"{name}.png", title, caption))
+    used: set[str] = set()
     for s in data.sessions:
         if s.frames is None:
             continue
-        (combined,) = session_plots.write_plots(
-            s.csv, folder / "sessions", loaded=(s.frames, s.summary), separate=False
+        # Sessions from several devices (or runs) may share a name: the later ones go into their folder's
+        # name, so no plot overwrites another.
+        out = folder / "sessions" / (s.csv.parent.name if s.name in used else "")
+        used.add(s.name)
+        (combined,) = session_plots.write_plots(s.csv, out, loaded=(s.frames, s.summary), separate=False)
+        emulated = " Ran under qemu-user: the latencies are the emulator's, not a device's." * bool(
+            (s.summary.get("host") or {}).get("emulated")
         )
         charts.append(
             Chart(
-                f"sessions/{combined.name}",
+                combined.relative_to(folder).as_posix(),
                 f"Edge session {s.name}",
                 "Per-frame inference latency (log scale, p50/p99 lines, deadline misses in red), "
-                "achieved FPS and cumulative reward over the session, from the session CSV.",
+                "achieved FPS and cumulative reward over the session, from the session CSV." + emulated,
             )
         )
     return charts

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.summary import Chart, ReportData
+from reports.summary import Chart, ReportData, arm64_summary
 from reports.tables import (
+    ARM64_COLUMNS,
     HOST_COLUMNS,
     NON_MODEL_COLUMNS,
     PROBLEM_COLUMNS,
@@ -182,7 +183,17 @@ def render_html(data: ReportData, folder: Path) -> str:
                 html_table(data.non_model, NON_MODEL_COLUMNS, "throughput"),
             )
         )
+    if data.arm64:
+        sections.append(
+            _section(
+                "arm64",
+                "arm64 under emulation",
+                _p(arm64_summary(data.arm64)),
+                html_table(data.arm64_table, ARM64_COLUMNS, "arm64", sortable=False),
+            )
+        )
     if data.sessions:
+        emulated = (data.session_table["emulated"] == "emulated").any()
         session_figures = [_figure(c, folder) for c in data.charts if c.file.startswith("sessions/")]
         left_out = (
             _p(f"{data.sessions_left_out} older session(s) not shown (raise --sessions).")
@@ -194,6 +205,9 @@ def render_html(data: ReportData, folder: Path) -> str:
                 "sessions",
                 "Edge sessions",
                 html_table(data.session_table, SESSION_COLUMNS, "sessions-table"),
+                _p("Sessions marked emulated ran under qemu-user: their latencies are the emulator's.")
+                if emulated
+                else "",
                 left_out,
                 *session_figures,
             )
@@ -234,6 +248,7 @@ def render_html(data: ReportData, folder: Path) -> str:
             ("charts", "Charts"),
             ("compare", "Comparison"),
             ("throughput", "Throughput"),
+            ("arm64", "arm64"),
             ("sessions", "Sessions"),
             ("problems", "Failed & skipped"),
             ("hosts", "Hosts"),

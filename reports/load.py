@@ -219,3 +219,27 @@ def _session_summary(csv_path: Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+#: Written by ``python -m deploy.arm64`` (make verify-arm64): the arm64 bundle run under qemu-user.
+ARM64_VERIFY = Path("arm64") / "verify.json"
+
+
+def load_arm64(results: Path, warnings: list[str]) -> dict[str, Any] | None:
+    """``results/arm64/verify.json`` if there is one; an unreadable one is a warning, not the end of the
+    report (the benchmark tables do not depend on it)."""
+    path = results / ARM64_VERIFY
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        warnings.append(f"{path}: unreadable ({err}); the arm64 section is left out (make verify-arm64)")
+        return None
+    fields = ("passed", "returns", "parity", "sessions", "arm64")
+    if not isinstance(record, dict) or any(k not in record for k in fields):
+        warnings.append(
+            f"{path}: not a deploy.arm64 record (needs {', '.join(fields)}); arm64 section left out"
+        )
+        return None
+    return record

@@ -65,8 +65,14 @@ def _title(csv_path: Path, summary: dict[str, Any]) -> str:
         return csv_path.stem
     fps = summary.get("requested_fps")
     rate = "uncapped" if fps == 0 else f"{fps:g} FPS"
+    host = summary.get("host") or {}
+    where = (
+        f"{summary.get('target')}, {host.get('arch')} emulated"
+        if host.get("emulated")
+        else summary.get("target")
+    )
     return (
-        f"{csv_path.stem}: {summary.get('variant')} on {summary.get('backend')} ({summary.get('target')}), "
+        f"{csv_path.stem}: {summary.get('variant')} on {summary.get('backend')} ({where}), "
         f"{rate}, stop: {summary.get('stop_reason')}"
     )
 

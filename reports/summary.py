@@ -214,11 +214,15 @@ def session_rows(sessions: list[Session]) -> pd.DataFrame:
         fps = meta.get("fps") or {}
         returns = meta.get("returns") or {}
         lat_us = frames["latency_ms"] * 1e3 if frames is not None else pd.Series(dtype=float)
+        host = meta.get("host") or {}
         lines.append(
             {
                 "session": s.name,
                 "target": meta.get("target", ""),
-                "host": (meta.get("host") or {}).get("hostname", ""),
+                "host": host.get("hostname", ""),
+                "arch": host.get("arch", ""),
+                # qemu-user: the latencies are the emulator's, not a device's (the table says so per line)
+                "emulated": "emulated" if host.get("emulated") else "",
                 "variant": meta.get("variant", ""),
                 "backend": meta.get("backend", ""),
                 "requested_fps": meta.get("requested_fps", float("nan")),
@@ -240,6 +244,62 @@ def session_rows(sessions: list[Session]) -> pd.DataFrame:
     return pd.DataFrame(lines)
 
 
+def arm64_rows(record: dict[str, Any] | None) -> pd.DataFrame:
+    """One line per artifact × backend of a ``make verify-arm64`` record: its return on arm64 (emulated),
+    on x86 and in the manifest, and how far its outputs on the same observations are from x86's."""
+    columns = [
+        "variant", "format", "backend", "precision", "arm64_return", "x86_return", "manifest_return",
+        "max_abs_diff", "same_actions", "parity", "status",
+    ]  # fmt: skip
+    if not record:
+        return pd.DataFrame(columns=columns)
+    key = ("variant", "format", "backend")
+    parity = {tuple(p.get(k) for k in key): p for p in record.get("parity", [])}
+    lines = []
+    for r in record.get("returns", []):
+        p = parity.get(tuple(r.get(k) for k in key), {})
+        verdict = ("ok" if p.get("ok") else f"FAILED: needs {p.get('rule', '')}") if p else ""
+        status = r.get("status", "")
+        if status != "ok" and r.get("reason"):
+            status = f"{status}: {r['reason']}"
+        lines.append(
+            {
+                **{k: r.get(k) for k in key},
+                "precision": p.get("precision", ""),
+                "arm64_return": r.get("mean_return"),
+                "x86_return": r.get("x86_return"),
+                "manifest_return": r.get("manifest_return"),
+                "max_abs_diff": p.get("max_abs_diff"),
+                "same_actions": p.get("same_actions"),
+                "parity": verdict,
+                "status": status,
+            }
+        )
+    return pd.DataFrame(lines, columns=columns)
+
+
+def arm64_summary(record: dict[str, Any]) -> str:
+    """One paragraph: what ran where, OpenVINO's fate on arm64, the verdict."""
+    arm, ov = record.get("arm64", {}), record.get("openvino", {})
+    sessions = record.get("sessions", [])
+    equal = sum(bool(s.get("episodes_equal_x86")) for s in sessions)
+    openvino = (
+        f"OpenVINO {ov.get('version')} imports there"
+        if ov.get("imports")
+        else "OpenVINO does not load there (" + str(ov.get("error", "not tried")).splitlines()[0] + ")"
+    )
+    return (
+        f"The arm64 bundle ran on aarch64 under qemu-user emulation (Python {arm.get('python', '?')}, numpy "
+        f"{arm.get('numpy', '?')}, onnxruntime {arm.get('onnxruntime', '?')}); {openvino}. Every artifact "
+        "ran on the same observations on both machines (parity: fp32 within 1e-4, fp16 within 1e-2 of the "
+        f"output scale, int8 the same actions) and through its task's evaluation. {len(sessions)} edge "
+        f"session(s) ran under emulation, {equal} with every episode's return equal to the same session on "
+        "x86; their latencies time the emulator, not a device, so they stay off the bubble chart. Verdict: "
+        + ("PASSED" if record.get("passed") else "FAILED")
+        + f" ({record.get('seconds', '?')} s)."
+    )
+
+
 @dataclass
 class Chart:
     """A written figure: its file (inside the report folder), title and the caption saying what it shows."""
@@ -257,6 +317,8 @@ class ReportData:
     bench: BenchmarkResults
     sessions: list[Session]
     sessions_left_out: int = 0
+    arm64: dict[str, Any] | None = None
+    """``results/arm64/verify.json`` (make verify-arm64), if any."""
     charts: list[Chart] = field(default_factory=list)
     generated: str = field(
         default_factory=lambda: dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -270,6 +332,7 @@ class ReportData:
         self.non_model = non_model(self.rows)
         self.comparison = comparison(self.cells)
         self.session_table = session_rows(self.sessions)
+        self.arm64_table = arm64_rows(self.arm64)
         self.hosts = self.bench.hosts()
         self.oracle = oracle_return(self.cells)
 
@@ -278,9 +341,21 @@ class ReportData:
         return sorted({(t, h) for t, h in zip(self.rows["target"], self.rows["host"], strict=True)})
 
     @property
-    def panels(self) -> list[tuple[str, str, str]]:
-        """(task, target, host) of every model cell: one bubble-chart panel each, tasks side by side."""
+    def device_cells(self) -> pd.DataFrame:
+        """The cells measured on a real CPU: those of an emulated host (qemu-user, ``emulated`` = 1) time
+        the emulator, so they stay off every latency axis (their returns are still in the tables)."""
         cells = self.cells
+        return cells[cells["emulated"] != 1] if len(cells) else cells
+
+    @property
+    def emulated_cells(self) -> int:
+        return len(self.cells) - len(self.device_cells)
+
+    @property
+    def panels(self) -> list[tuple[str, str, str]]:
+        """(task, target, host) of every cell measured on a real CPU: one bubble-chart panel each, tasks
+        side by side."""
+        cells = self.device_cells
         return (
             sorted(set(zip(cells["task"], cells["target"], cells["host"], strict=True))) if len(cells) else []
         )

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from reports.summary import ReportData, pair_label
+from reports.summary import ReportData, arm64_summary, pair_label
 
 MISSING = "–"
 
@@ -24,9 +24,9 @@ def _number(value: Any, kind: str) -> str:
         if value == 0 or abs(value) >= 100:
             return f"{value:,.0f}"
         return f"{value:.{min(6, 2 - math.floor(math.log10(abs(value))))}f}"
-    if kind == "g":
-        return f"{value:g}"
-    return f"{value:.{int(kind[1:])}f}"  # f1, f2, f3
+    if kind.startswith("g"):  # g, g3: shortest form (to 3 significant digits)
+        return f"{value:.{kind[1:] or 6}g}"
+    return f"{value:.{int(kind[1:])}f}"  # f1, f2, f3, f4
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,11 @@ KNOWN = {
         Column("status", "status_text"),
         Column("stop", "stop_reason"),
         Column("newest run", "newest_run"),
+        Column("arm64 return", "arm64_return", "f4"),
+        Column("x86 return", "x86_return", "f4"),
+        Column("manifest return", "manifest_return", "f4"),
+        Column("max |Δ| vs x86", "max_abs_diff", "g3"),
+        Column("same actions", "same_actions", "f3"),
     )
 }
 
@@ -118,10 +123,15 @@ ROW_COLUMNS = columns(
 )  # fmt: skip
 NON_MODEL_COLUMNS = columns("target", "host", "scenario", "value", "unit", "status", "reason")
 SESSION_COLUMNS = columns(
-    "session", "target", "host", "variant", "backend", "requested_fps", "frames", "episodes", "lat_p50_us",
-    "lat_p99_us", "mean_fps", "deadline_misses", "peak_rss_mb", "mean_return", "oracle_ratio", "stop_reason",
+    "session", "target", "host", "arch", "emulated", "variant", "backend", "requested_fps", "frames",
+    "episodes", "lat_p50_us", "lat_p99_us", "mean_fps", "deadline_misses", "peak_rss_mb", "mean_return",
+    "oracle_ratio", "stop_reason",
 )  # fmt: skip
 PROBLEM_COLUMNS = columns("task", "target", "host", "variant", "backend", "scenario", "status", "reason")
+ARM64_COLUMNS = columns(
+    "variant", "format", "backend", "precision", "arm64_return", "x86_return", "manifest_return",
+    "max_abs_diff", "same_actions", "parity", "status",
+)  # fmt: skip
 HOST_COLUMNS = columns(
     "target", "host", "cpu", "arch", "cores", "os", "python", "versions", "runs", "newest_run", "created"
 )
@@ -203,8 +213,19 @@ def render_markdown(data: ReportData) -> str:
             "",
             markdown_table(data.comparison, comparison_columns(data.comparison)),
         ]
+    if data.arm64:
+        out += [
+            "",
+            "## arm64 under emulation (make verify-arm64)",
+            "",
+            arm64_summary(data.arm64),
+            "",
+            markdown_table(data.arm64_table, ARM64_COLUMNS),
+        ]
     if len(data.session_table):
         out += ["", "## Edge sessions", "", markdown_table(data.session_table, SESSION_COLUMNS)]
+        if (data.session_table["emulated"] == "emulated").any():
+            out += ["", "Sessions marked emulated ran under qemu-user: their latencies are the emulator's."]
     out += ["", "## Failed and skipped", ""]
     out.append(
         markdown_table(data.problems, PROBLEM_COLUMNS)

@@ -206,20 +206,31 @@ if ! command -v trtexec >/dev/null 2>&1; then
     exit 1
 fi
 
-detect_major() {{
+detect_version() {{
     v=$(trtexec --help 2>&1 | sed -n 's/.*TensorRT v\\([0-9][0-9]*\\).*/\\1/p' | head -n 1)
-    if [ -n "$v" ]; then echo $((v / 10000)); return 0; fi
+    if [ -n "$v" ]; then echo "$((v / 10000)).$((v / 100 % 100)).$((v % 100))"; return 0; fi
     v=$(python3 -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null || true)
-    if [ -n "$v" ]; then echo "${{v%%.*}}"; return 0; fi
+    if [ -n "$v" ]; then echo "$v"; return 0; fi
     v=$(dpkg-query -W -f='${{Version}}' libnvinfer-bin 2>/dev/null || true)
-    if [ -n "$v" ]; then echo "${{v%%.*}}"; return 0; fi
+    if [ -n "$v" ]; then echo "${{v%%-*}}"; return 0; fi
     echo ""
 }}
-TRT_MAJOR=${{TRT_MAJOR:-$(detect_major)}}
+TRT_VERSION=${{TRT_VERSION:-$(detect_version)}}
+TRT_MAJOR=${{TRT_MAJOR:-${{TRT_VERSION%%.*}}}}
 case "$TRT_MAJOR" in
     ''|*[!0-9]*) echo "{script}: cannot tell the TensorRT version; set TRT_MAJOR=10 or 11" >&2; exit 1 ;;
 esac
-echo "TensorRT $TRT_MAJOR.x: building {count} engine(s)"
+echo "TensorRT ${{TRT_VERSION:-$TRT_MAJOR.x}}: building {count} engine(s)"
+
+# Each engine built is logged in {log} (engine, TensorRT version, the command): `./run.sh
+# --register-engines` enters them into the manifest from it.
+: > {log}
+build() {{
+    engine=$1
+    shift
+    "$@"
+    printf '%s\\t%s\\t%s\\n' "$engine" "${{TRT_VERSION:-$TRT_MAJOR}}" "$*" >> {log}
+}}
 
 checksum() {{
     if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1"; else shasum -a 256 "$1"; fi
@@ -236,11 +247,15 @@ fi
 for engine in {engines}; do
     checksum "$engine"
 done
+echo "next: ./run.sh --register-engines (from the bundle's folder) enters them into the manifest"
 """
+BUILD_LOG = "engines.built"
+"""Written by ``build_engines.sh`` beside the manifest: ``<engine path>\t<TensorRT version>\t<command>`` per
+engine it built (read by ``deploy.engines``)."""
 
 
-def _indent(commands: list[str]) -> str:
-    return "\n".join(f"    {c}" for c in commands)
+def _indent(commands: list[tuple[str, str]]) -> str:
+    return "\n".join(f"    build {shlex.quote(engine)} {command}" for engine, command in commands)
 
 
 def render_script(target: str, pending: list[ArtifactEntry]) -> str:
@@ -249,8 +264,9 @@ def render_script(target: str, pending: list[ArtifactEntry]) -> str:
         target=target,
         script=SCRIPT_NAME,
         count=len(pending),
-        trt11=_indent([e.extra["build_commands"]["tensorrt-11"] for e in pending]),
-        trt10=_indent([e.extra["build_commands"]["tensorrt-10"] for e in pending]),
+        log=BUILD_LOG,
+        trt11=_indent([(e.path, e.extra["build_commands"]["tensorrt-11"]) for e in pending]),
+        trt10=_indent([(e.path, e.extra["build_commands"]["tensorrt-10"]) for e in pending]),
         engines=" ".join(shlex.quote(e.path) for e in pending),
     )
 

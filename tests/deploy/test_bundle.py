@@ -25,6 +25,7 @@ FIXED = {
     "deploy/__init__.py",
     "deploy/verify.py",
     "deploy/check.py",
+    "deploy/engines.py",
 }
 
 

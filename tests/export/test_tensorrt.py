@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from backends.manifest import ArtifactEntry, Manifest, file_sha256
-from export.formats.tensorrt import SCRIPT_NAME, Shapes, build_engine, tensorrt_here, trtexec_command
+from export.formats.tensorrt import (
+    BUILD_LOG,
+    SCRIPT_NAME,
+    Shapes,
+    build_engine,
+    tensorrt_here,
+    trtexec_command,
+)
 
 # The session fixture export_target builds each target once per worker: keep its users on one worker.
 pytestmark = pytest.mark.xdist_group("export_target")
@@ -137,7 +144,13 @@ def test_build_script_picks_flags_by_detected_version(
         assert entry.path in done.stdout  # its sha256 line
     used = {f for c in builds for f in c.split() if f in ("--fp16", "--int8", "--stronglyTyped")}
     assert used == set(flags)
-    assert f"TensorRT {int(banner) // 10000}.x" in done.stdout
+    version = f"{int(banner) // 10000}.{int(banner) // 100 % 100}.{int(banner) % 100}"
+    assert f"TensorRT {version}: building" in done.stdout
+    # the log ./run.sh --register-engines reads: each engine, the version, the very command it ran
+    logged = [line.split("\t") for line in (manifest.root / BUILD_LOG).read_text().splitlines()]
+    assert sorted(e for e, _, _ in logged) == sorted(e.path for e in engines)
+    assert {v for _, v, _ in logged} == {version}
+    assert sorted(c.removeprefix("trtexec ") for _, _, c in logged) == sorted(builds)
 
 
 @pytest.mark.slow
