@@ -211,3 +211,46 @@ def test_bundle_is_written_atomically(tmp_path: Path, capsys: pytest.CaptureFixt
 @pytest.mark.parametrize("script", ["run.sh", "install_edge.sh"])
 def test_scripts_parse(script: str) -> None:
     subprocess.run(["bash", "-n", str(REPO / "deploy" / script)], check=True)
+
+
+FAKE_MAC = {
+    "uname": 'if [ "$1" = -s ]; then echo Darwin; else echo arm64; fi',
+    "sw_vers": 'echo "$FAKE_MACOS"',
+    "sysctl": "echo 1",
+    # the device's python3: reports $FAKE_ARCH as its machine, cannot make a venv (so nothing installs)
+    "python3": 'case "$*" in *platform.machine*) echo "$FAKE_ARCH" ;; *"-m venv"*) exit 1 ;; '
+    f'*) exec {BASE_PYTHON} "$@" ;; esac',
+}
+
+
+@pytest.mark.parametrize(
+    ("arch", "macos", "says"),
+    [
+        ("x86_64", "14.5", "x86_64 Python under Rosetta on Apple silicon"),
+        ("arm64", "13.6", "macOS 13.6: the pinned onnxruntime and numpy publish arm64 wheels for macOS 14"),
+        ("arm64", "14.5", "macOS 14.5 on arm64: installing the macosx arm64 wheels (onnxruntime with CoreML"),
+    ],
+)
+def test_install_edge_on_apple_silicon(
+    bundles: Callable[[str], Path], tmp_path: Path, arch: str, macos: str, says: str
+) -> None:
+    """install_edge.sh's macOS path, on stand-ins for macOS's uname/sw_vers/sysctl (no Mac here): a Rosetta
+    Python or a macOS without the pins' wheels is refused with the fix; a native arm64 one is told what
+    it gets (then this fake python3 fails at the venv, before pip)."""
+    root = unpack(bundles("arm64"), tmp_path / "device")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name, body in FAKE_MAC.items():
+        (fake / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fake / name).chmod(0o755)
+    env = clean_env(
+        PATH=f"{fake}:/usr/bin:/bin", FAKE_ARCH=arch, FAKE_MACOS=macos, PYTHON=str(fake / "python3")
+    )
+    done = subprocess.run(
+        ["bash", str(root / "install_edge.sh"), str(tmp_path / "venv")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and says in done.stderr, done.stderr
+    assert not (tmp_path / "venv" / ".neuroquant-installed").exists()
