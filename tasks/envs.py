@@ -10,12 +10,14 @@ package, an unsupported space is a ``ValueError`` naming the space.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gridworld.registration import VARIANTS as GRIDWORLD_VARIANTS
+from tasks import preprocess
 from tasks.spec import DEFAULT_EPISODES, ActionSpec, EnvSpec, EvaluationSpec, ObservationSpec, TaskSpec
 
 if TYPE_CHECKING:
@@ -36,16 +38,26 @@ class TaskUnavailable(RuntimeError):
 ENV_PACKAGES = {
     "gymnasium.envs.box2d": ("box2d",),
     "gymnasium.envs.mujoco": ("mujoco", "imageio"),
+    "ale_py": preprocess.ATARI_PACKAGES,  # the ROMs ship in the ale-py wheel; OpenCV resizes the frames
 }
 _INSTALL_NOTES = {"gymnasium.envs.box2d": "  (not gymnasium[box2d]: its pygame-ce replaces pygame)"}
 
 
-def _gym() -> Any:
-    """Gymnasium, with the NeuroQuant ids registered."""
+def _gym(env_id: str = "") -> Any:
+    """Gymnasium, with the NeuroQuant ids registered, and the ALE's when ``env_id`` is one of them."""
     import gymnasium
 
     import gridworld.env  # noqa: F401  (registers NeuroQuant/* whatever the import order)
 
+    if preprocess.is_ale(env_id):
+        try:
+            import ale_py
+        except ModuleNotFoundError as err:
+            raise TaskUnavailable(
+                f"env {env_id!r} cannot be made here: the Arcade Learning Environment is not installed "
+                f"(pip install {' '.join(preprocess.ATARI_PACKAGES)})"
+            ) from err
+        gymnasium.register_envs(ale_py)
     return gymnasium
 
 
@@ -86,6 +98,8 @@ def _entry_module(gym: Any, env_id: str) -> str | None:
 
 def env_packages(env_id: str) -> tuple[str, ...]:
     """The pip packages ``env_id`` needs beyond gymnasium (``("box2d",)`` for LunarLander-v3)."""
+    if preprocess.is_ale(env_id):
+        return preprocess.ATARI_PACKAGES
     module = _entry_module(_gym(), env_id)
     return ENV_PACKAGES[module] if module else ()
 
@@ -97,12 +111,25 @@ def _install_hint(gym: Any, env_id: str) -> str:
     return f"pip install {' '.join(ENV_PACKAGES[module])}{_INSTALL_NOTES.get(module, '')}"
 
 
-def _make_one(env_id: str, kwargs: dict[str, Any], max_episode_steps: int | None) -> gymnasium.Env:
-    """``gymnasium.make`` with its errors turned into messages that name the problem and the fix."""
-    gym = _gym()
+def _make_one(
+    env_id: str,
+    kwargs: dict[str, Any],
+    max_episode_steps: int | None,
+    steps: tuple[dict[str, Any], ...] = (),
+    training: bool = False,
+) -> gymnasium.Env:
+    """``gymnasium.make`` and the preprocessing ``steps``, with errors turned into messages that name the
+    problem and the fix."""
+    gym = _gym(env_id)
     try:
-        return gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
+        return preprocess.apply(
+            gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs), steps, training
+        )
     except gym.error.DependencyNotInstalled as err:
+        if steps:  # the wrappers' own dependency: OpenCV
+            raise TaskUnavailable(
+                f"env {env_id!r}: its preprocessing needs OpenCV (pip install opencv-python-headless)"
+            ) from err
         hint = _install_hint(gym, env_id)
         fix = hint if hint else f"install what it names ({err})"
         raise TaskUnavailable(f"env {env_id!r} cannot be made here, a dependency is missing: {fix}") from err
@@ -120,8 +147,12 @@ def _make_one(env_id: str, kwargs: dict[str, Any], max_episode_steps: int | None
         raise ValueError(f"env {env_id!r} does not take the kwargs {kwargs}: {err}") from err
 
 
-def make_env(spec: TaskSpec, num_envs: int | None = None) -> gymnasium.Env | gymnasium.vector.VectorEnv:
-    """The spec's env with its kwargs and episode limit: one env, or ``num_envs`` in a vector env.
+def make_env(
+    spec: TaskSpec, num_envs: int | None = None, training: bool = False
+) -> gymnasium.Env | gymnasium.vector.VectorEnv:
+    """The spec's env with its kwargs, episode limit and observation preprocessing: one env, or ``num_envs``
+    in a vector env. ``training``: the preprocessing's training-only parts (a lost Atari life ends the
+    episode); evaluation and the device never set it.
 
     The vector env is a ``SyncVectorEnv`` of single envs, so sub-env ``i`` reset with seed ``s`` plays
     exactly the episode a single env reset with ``s`` plays. The gridworld uses its own batched
@@ -131,7 +162,9 @@ def make_env(spec: TaskSpec, num_envs: int | None = None) -> gymnasium.Env | gym
     grid = gridworld_kwargs(spec)
     if num_envs is None:
         kwargs = spec.env.kwargs if grid is None else grid
-        return _make_one(spec.env.id, kwargs, spec.env.max_episode_steps)
+        return _make_one(
+            spec.env.id, kwargs, spec.env.max_episode_steps, spec.observation.preprocess, training
+        )
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be an integer ≥ 1 (or None for one plain env), got {num_envs!r}")
     gym = _gym()
@@ -145,11 +178,18 @@ def make_env(spec: TaskSpec, num_envs: int | None = None) -> gymnasium.Env | gym
             raise ValueError(
                 f"env {spec.env.id!r} does not take the kwargs {spec.env.kwargs}: {err}"
             ) from err
-    make = partial(_make_one, spec.env.id, spec.env.kwargs, spec.env.max_episode_steps)
+    make = partial(
+        _make_one,
+        spec.env.id,
+        spec.env.kwargs,
+        spec.env.max_episode_steps,
+        spec.observation.preprocess,
+        training,
+    )
     return gym.vector.SyncVectorEnv([make] * num_envs)
 
 
-def _observation_spec(env_id: str, space: Any) -> ObservationSpec:
+def _observation_spec(env_id: str, space: Any, steps: tuple[dict[str, Any], ...] = ()) -> ObservationSpec:
     from gymnasium import spaces
 
     if not isinstance(space, spaces.Box):
@@ -159,7 +199,7 @@ def _observation_spec(env_id: str, space: Any) -> ObservationSpec:
         )
     # What the model takes: images stay uint8 (scaled inside the graph), everything else float32.
     dtype = "uint8" if space.dtype == np.uint8 else "float32"
-    return ObservationSpec(tuple(int(d) for d in space.shape), dtype)
+    return ObservationSpec(tuple(int(d) for d in space.shape), dtype, steps)
 
 
 def _action_spec(env_id: str, space: Any) -> ActionSpec:
@@ -197,22 +237,33 @@ def from_env(
     name: str | None = None,
     episodes: int = DEFAULT_EPISODES,
     max_episode_steps: int | None = None,
+    preprocess_steps: Sequence[dict[str, Any]] | None = None,
     **kwargs: Any,
 ) -> TaskSpec:
     """A task for any registered Gymnasium env with a Box observation and Discrete or Box actions.
 
-    The env is made once to read its spaces and episode limit. ``output`` defaults to ``logits`` for
-    discrete actions and ``action`` for box; ``name`` to :func:`task_name` of the id; the evaluation
-    runs ``episodes`` seeds 0..episodes-1. Other keyword arguments are the env's kwargs (so an env kwarg
-    called ``output``, ``name``, ``episodes`` or ``max_episode_steps`` cannot be passed here).
+    ``preprocess_steps``: the observation preprocessing (:mod:`tasks.preprocess`); by default none, and the
+    standard ``atari`` op for an ALE id, whose env is then made with ``frameskip=1`` (the op skips frames).
+    The env is made once, preprocessed, to read its spaces and episode limit. ``output`` defaults to
+    ``logits`` for discrete actions and ``action`` for box; ``name`` to :func:`task_name` of the id; the
+    evaluation runs ``episodes`` seeds 0..episodes-1. Other keyword arguments are the env's kwargs (so an
+    env kwarg called ``output``, ``name``, ``episodes``, ``max_episode_steps`` or ``preprocess_steps``
+    cannot be passed here).
     """
     if not isinstance(env_id, str) or not env_id:
         raise ValueError(f"env id: expected a registered Gymnasium id such as 'CartPole-v1', got {env_id!r}")
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes: expected an integer ≥ 1, got {episodes!r}")
-    env = _make_one(env_id, kwargs, max_episode_steps)
+    if preprocess_steps is None:
+        preprocess_steps = [preprocess.atari_step()] if preprocess.is_ale(env_id) else []
+    steps = tuple(preprocess.check_step(s, f"preprocess[{i}]") for i, s in enumerate(preprocess_steps))
+    if any(s["op"] == "atari" for s in steps):
+        kwargs = {**preprocess.ATARI_ENV_KWARGS, **kwargs}
+        if max_episode_steps is None:  # the ALE's own cap, in frames, made explicit for the evaluation
+            max_episode_steps = preprocess.ATARI_MAX_FRAMES
+    env = _make_one(env_id, kwargs, max_episode_steps, steps)
     try:
-        observation = _observation_spec(env_id, env.observation_space)
+        observation = _observation_spec(env_id, env.observation_space, steps)
         action = _action_spec(env_id, env.action_space)
         limit = env.spec.max_episode_steps if env.spec is not None else max_episode_steps
     finally:

@@ -103,9 +103,6 @@ def evaluate(
     ``max_batch`` do not apply and are ignored). ``episodes``: one episode per seed of the spec —
     the first ``episodes`` of them if given — at most ``max_batch`` envs at a time (default: all).
     """
-    if spec.observation.preprocess:
-        ops = [step["op"] for step in spec.observation.preprocess]
-        raise ValueError(f"task {spec.name!r}: observation preprocess ops {ops} are not implemented yet")
     if spec.evaluation.kind == "exact":
         return _evaluate_exact(spec, policy)
     seeds = spec.evaluation.seeds

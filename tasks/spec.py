@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from tasks.preprocess import check_step
+
 OUTPUTS = ("q", "logits", "action")
 """What a network may return: Q-values or logits (action = argmax) or a continuous action."""
 ARGMAX_OUTPUTS = ("q", "logits")
@@ -73,7 +75,8 @@ class ObservationSpec:
     dtype: str = "float32"
     """The model input's dtype: ``float32``, or ``uint8`` for images."""
     preprocess: tuple[dict[str, Any], ...] = ()
-    """Steps the device runs before inference, torch-free, each ``{"op": name, …}`` (none exist yet)."""
+    """Steps the device runs before inference, torch-free, each ``{"op": name, …}`` (:mod:`tasks.preprocess`:
+    ``atari``)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", _int_tuple(self.shape, "task.observation.shape"))
@@ -91,7 +94,8 @@ class ObservationSpec:
                 raise ValueError(
                     f"task.observation.preprocess[{i}]: expected an object with an 'op' name, got {step!r}"
                 )
-        object.__setattr__(self, "preprocess", tuple(dict(step) for step in steps))
+        checked = tuple(check_step(s, f"task.observation.preprocess[{i}]") for i, s in enumerate(steps))
+        object.__setattr__(self, "preprocess", checked)
 
     def to_dict(self) -> dict[str, Any]:
         return {

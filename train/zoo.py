@@ -4,8 +4,10 @@
 
 :data:`RECIPES` is the one list of zoo names: each maps to an env id, an SB3 algorithm, hyperparameters
 known to work (rl-baselines3-zoo's tuned settings, checked here), a step budget sized for 2 CPU cores and
-the target return of issue 19. Every policy is SB3's ``MlpPolicy`` with its default activation, so the
-saved zip has no pickled ``policy_kwargs`` and exports without ``--trust-pickle``.
+the target return of issues 19 and 21. Every policy is SB3's ``MlpPolicy`` (``CnnPolicy``, NatureCNN, on
+Atari) with its default settings, so the saved zip has no pickled ``policy_kwargs`` and exports without
+``--trust-pickle``. Atari trains on the task's own preprocessed env (``tasks.make_env``), the pixels the
+device will see.
 
 Writes ``<out>/model.zip`` and ``<out>/zoo.json`` (recipe, steps, seed, wall time, the return's mean, std
 and 95% CI, whether the target is met, library versions). The return is measured on the *saved file*: it
@@ -20,6 +22,7 @@ from __future__ import annotations
 import importlib
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -43,9 +46,11 @@ if TYPE_CHECKING:
 PROG = "python -m train.zoo"
 MODEL_FILE = "model.zip"
 SUMMARY_FILE = "zoo.json"
+UNEVALUATED_FILE = "model.unevaluated.zip"
 INSTALL_ZOO = 'pip install -c constraints.txt -e ".[zoo]"'
 DESCRIPTION = (
-    "Train a zoo policy (Stable-Baselines3 MlpPolicy) on a real Gymnasium task, evaluate the saved "
+    "Train a zoo policy (Stable-Baselines3 MlpPolicy, CnnPolicy on Atari) on a real Gymnasium task, "
+    "evaluate the saved "
     "model.zip the way export reads it, and write zoo.json with the return's 95% CI beside it."
 )
 
@@ -82,6 +87,10 @@ class Recipe:
     """Distribution that provides the env's physics (its version goes into zoo.json)."""
     budget: str = ""
     """Measured cost of the default budget on 2 cores, and where the settings come from."""
+    policy: str = "MlpPolicy"
+    """SB3 policy class: ``MlpPolicy``, or ``CnnPolicy`` (NatureCNN) for image tasks."""
+    threads: int = 1
+    """torch intra-op threads unless ``--threads`` says otherwise (a CNN's convolutions use both cores)."""
 
 
 # Sources: rl-baselines3-zoo's hyperparams/{ppo,sac}.yml (tuned entries for these envs), adapted as noted.
@@ -143,6 +152,29 @@ RECIPES: dict[str, Recipe] = {
         "(~72 gradient steps/s on one thread), return 4618 ± 243 with seed 0; SAC on HalfCheetah varies "
         "by seed, so --steps 200000 (~47 min, inside the issue's 60) buys margin",
     ),
+    "breakout": Recipe(
+        env_id="ALE/Breakout-v5",
+        algorithm="ppo",
+        steps=1_000_000,
+        target=10.0,
+        hyperparameters={
+            "n_steps": 128,
+            "n_epochs": 4,
+            "batch_size": 256,
+            "learning_rate": {"linear": 2.5e-4},
+            "clip_range": {"linear": 0.1},
+            "vf_coef": 0.5,
+            "ent_coef": 0.01,
+        },
+        n_envs=8,
+        simulator="ale-py",
+        policy="CnnPolicy",
+        threads=2,
+        budget="rl-zoo's PPO for Atari (8 envs, 128 steps, 4 epochs, lr and clip decaying linearly) cut from "
+        "10M to 1M agent steps for 2 cores; Gymnasium's Atari preprocessing as the task declares it (the "
+        "same wrappers the device runs), plus two training-only parts: a lost life ends the episode and "
+        "rewards are clipped to their sign. Target: clearly above a random policy's ~1.5",
+    ),
 }
 """Zoo name → recipe: the only list of zoo names (the CLI, ``make zoo TASK=…`` and the tests use it)."""
 
@@ -174,9 +206,9 @@ class ZooConfig:
     """Output folder for model.zip and zoo.json; default runs/zoo/<task>."""
     eval_episodes: int = 50
     """Seeded evaluation episodes of the saved policy (seeds 0..N-1, at least 2 for the 95% CI)."""
-    threads: int = 1
-    """torch intra-op threads. One is faster here: SAC on HalfCheetah ran 71 steps/s on 1 thread vs 50
-    on 2, PPO on LunarLander 5.9k vs 4.4k (2 shared cores)."""
+    threads: int | None = None
+    """torch intra-op threads; default the recipe's. One is faster for the MLP tasks here: SAC on
+    HalfCheetah ran 71 steps/s on 1 thread vs 50 on 2, PPO on LunarLander 5.9k vs 4.4k (2 shared cores)."""
     progress: bool = True
     """Show a tqdm progress bar with the recent mean training return (hidden when stderr is no terminal)."""
 
@@ -185,7 +217,7 @@ class ZooConfig:
             raise ValueError(f"--steps must be ≥ 1 (or left out for the recipe's budget), got {self.steps}")
         if self.eval_episodes < 2:
             raise ValueError(f"--eval-episodes must be ≥ 2 (a 95% CI needs two), got {self.eval_episodes}")
-        if self.threads < 1:
+        if self.threads is not None and self.threads < 1:
             raise ValueError(f"--threads must be ≥ 1, got {self.threads}")
 
     @property
@@ -224,16 +256,27 @@ def algorithm_kwargs(recipe: Recipe, action_shape: tuple[int, ...]) -> dict[str,
     return kwargs
 
 
+def training_env(spec: tasks.TaskSpec) -> Any:
+    """One training env of a task that preprocesses its observations (Atari): the spec's env with the
+    training-only parts — a lost life ends the episode, rewards clipped to their sign (as in DQN) — so
+    the pixels are exactly those the evaluation and the device see."""
+    from gymnasium.wrappers import TransformReward
+
+    return TransformReward(tasks.make_env(spec, training=True), lambda r: float(np.sign(r)))
+
+
 def build_model(recipe: Recipe, seed: int) -> BaseAlgorithm:
     """An untrained SB3 model of the recipe on its (vectorised, Monitor-wrapped) env, on the CPU."""
     cls = algorithm_class(recipe.algorithm)
     from stable_baselines3.common.env_util import make_vec_env
 
-    env = make_vec_env(recipe.env_id, n_envs=recipe.n_envs, seed=seed)
+    spec = tasks.from_env(recipe.env_id)
+    source: Any = (lambda: training_env(spec)) if spec.observation.preprocess else recipe.env_id
+    env = make_vec_env(source, n_envs=recipe.n_envs, seed=seed)
     action_shape = env.action_space.shape or ()
     kwargs = algorithm_kwargs(recipe, tuple(action_shape))
     # device="cpu": the budgets are sized and measured on CPU cores; SB3's "auto" would take a GPU if present.
-    return cls("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **kwargs)
+    return cls(recipe.policy, env, seed=seed, device="cpu", verbose=0, **kwargs)
 
 
 def progress_callback(total: int, enabled: bool) -> Any:
@@ -304,7 +347,8 @@ def preflight(config: ZooConfig) -> Recipe:
 def train_zoo(config: ZooConfig) -> dict[str, Any]:
     """Train, save atomically, evaluate the saved file; returns what zoo.json holds (checks first)."""
     recipe = preflight(config)
-    configure_torch(config.threads)
+    threads = recipe.threads if config.threads is None else config.threads
+    configure_torch(threads)
     steps = recipe.steps if config.steps is None else config.steps
     out = config.out_dir
     model = build_model(recipe, config.seed)
@@ -319,10 +363,16 @@ def train_zoo(config: ZooConfig) -> dict[str, Any]:
     evaluation: list[tasks.EpisodeEvaluation] = []
 
     def save_and_evaluate(tmp: str) -> None:
-        """Evaluate the file before it gets its name; drop a zoo.json that describes an older model."""
+        """Evaluate the file before it gets its name; drop a zoo.json that describes an older model. If the
+        evaluation fails, the trained model is kept as ``model.unevaluated.zip`` (training may have taken an
+        hour) and the error goes on."""
         with open(tmp, "wb") as f:
             model.save(f)
-        evaluation.append(evaluate_zip(tmp, recipe, config.eval_episodes))
+        try:
+            evaluation.append(evaluate_zip(tmp, recipe, config.eval_episodes))
+        except Exception:
+            shutil.copyfile(tmp, out / UNEVALUATED_FILE)
+            raise
         summary_path.unlink(missing_ok=True)
 
     start = time.perf_counter()
@@ -333,13 +383,13 @@ def train_zoo(config: ZooConfig) -> dict[str, Any]:
         "task": config.task,
         "env_id": recipe.env_id,
         "algorithm": recipe.algorithm,
-        "policy": "MlpPolicy",
+        "policy": recipe.policy,
         "hyperparameters": dict(recipe.hyperparameters),
         "n_envs": recipe.n_envs,
         "steps": steps,
         "trained_steps": int(model.num_timesteps),
         "seed": config.seed,
-        "threads": config.threads,
+        "threads": threads,
         "wall_seconds": round(train_seconds, 1),
         "steps_per_second": round(model.num_timesteps / train_seconds, 1),
         "eval_seconds": round(eval_seconds, 1),

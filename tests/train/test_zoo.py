@@ -135,7 +135,8 @@ def test_interrupted_training_leaves_no_model(tmp_path: Path, monkeypatch: pytes
 
 
 def test_failed_evaluation_keeps_the_previous_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The zip is evaluated under a temp name: a failure there leaves the old model.zip and its zoo.json."""
+    """The zip is evaluated under a temp name: a failure there leaves the old model.zip and its zoo.json,
+    and keeps the newly trained model beside them as model.unevaluated.zip (training may take an hour)."""
     out = tmp_path / "cartpole"
     out.mkdir()
     (out / "model.zip").write_bytes(b"previous model")
@@ -151,7 +152,8 @@ def test_failed_evaluation_keeps_the_previous_pair(tmp_path: Path, monkeypatch: 
         )
     assert (out / "model.zip").read_bytes() == b"previous model"
     assert json.loads((out / "zoo.json").read_text()) == {"previous": True}
-    assert sorted(p.name for p in out.iterdir()) == ["model.zip", "zoo.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["model.unevaluated.zip", "model.zip", "zoo.json"]
+    assert (out / "model.unevaluated.zip").read_bytes()[:2] == b"PK"  # the new SB3 zip
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
