@@ -67,6 +67,50 @@ class ClipToBounds(nn.Module):
         return torch.minimum(torch.maximum(action, self.low), self.high)
 
 
+class ScaleImage(nn.Module):
+    """uint8 pixels → float32, divided by 255 when ``normalize`` (SB3's ``preprocess_obs`` for images: the
+    same ``float() / 255.0``, so the graph's outputs equal ``predict``'s on the same machine)."""
+
+    def __init__(self, normalize: bool = True) -> None:
+        super().__init__()
+        self.normalize = normalize
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        obs = obs.to(torch.float32)
+        return obs / 255.0 if self.normalize else obs
+
+    def extra_repr(self) -> str:
+        return f"normalize={self.normalize}"
+
+
+class ChannelsFirst(nn.Module):
+    """``[N, H, W, C]`` → ``[N, C, H, W]``: what SB3's VecTransposeImage does to channel-last images."""
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs.permute(0, 3, 1, 2)
+
+
+def nature_cnn(
+    convs: Sequence[tuple[torch.Tensor, torch.Tensor, int]], linear: tuple[torch.Tensor, torch.Tensor | None]
+) -> list[tuple[str, nn.Module]]:
+    """NatureCNN's layers as named children (``conv0``, ``cact0`` …, ``flatten``, ``feat``, ``feat_act``),
+    to go ``before`` an :func:`mlp_policy` head; the tensors are copied."""
+    children: list[tuple[str, nn.Module]] = []
+    for i, (weight, bias, stride) in enumerate(convs):
+        conv = nn.Conv2d(weight.shape[1], weight.shape[0], tuple(weight.shape[-2:]), stride=stride)
+        with torch.no_grad():
+            conv.weight.copy_(weight)
+            conv.bias.copy_(bias)
+        children += [(f"conv{i}", conv), (f"cact{i}", nn.ReLU())]
+    weight, bias = linear
+    feat = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        feat.weight.copy_(weight)
+        if bias is not None:
+            feat.bias.copy_(bias)
+    return [*children, ("flatten", nn.Flatten(1)), ("feat", feat), ("feat_act", nn.ReLU())]
+
+
 def mlp_policy(
     layers: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
     activation: Callable[[], nn.Module],

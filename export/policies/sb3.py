@@ -1,4 +1,5 @@
-"""``sb3:model.zip`` — a Stable-Baselines3 ``MlpPolicy`` as a float torch module, read without unpickling.
+"""``sb3:model.zip`` — a Stable-Baselines3 ``MlpPolicy`` or ``CnnPolicy`` as a float torch module, read
+without unpickling.
 
 An SB3 zip (``model.save()``) holds ``policy.pth`` (the state dict, a torch file that
 ``torch.load(weights_only=True)`` reads without running code) and ``data`` (JSON in which everything JSON
@@ -7,6 +8,8 @@ cannot hold — spaces, the policy class, schedules, often ``policy_kwargs`` —
 i.e. runs whatever code the file carries. Here:
 
 - the architecture comes from the weights' shapes (Linear layers in order) and the family's known layout;
+  a CnnPolicy's NatureCNN from its convolutions' shapes and NatureCNN's fixed strides; image observations
+  enter the graph as uint8 and are divided by 255 inside it, as SB3's ``preprocess_obs`` does;
 - the spaces come from the env (``tasks.from_env``), never from the file;
 - of ``data`` only readable fields are used: the policy class's module and name, ``use_sde``, which
   algorithm-specific keys exist, and ``policy_kwargs`` when plain JSON (or when only training settings,
@@ -43,7 +46,15 @@ from torch import nn
 import tasks
 from common.fileio import file_sha256
 from export.policies import LoadedPolicy
-from export.policies.modules import ClipToBounds, ObsNormalize, Unscale, mlp_policy
+from export.policies.modules import (
+    ChannelsFirst,
+    ClipToBounds,
+    ObsNormalize,
+    ScaleImage,
+    Unscale,
+    mlp_policy,
+    nature_cnn,
+)
 
 KIND = "sb3"
 WEIGHTS = "policy.pth"
@@ -95,9 +106,7 @@ FAMILIES: dict[str, Family] = {
 
 # Weight keys that mean a layout this loader does not read, and what to say about it.
 UNSUPPORTED_KEYS: tuple[tuple[str, str], ...] = (
-    ("features_extractor.", "a features extractor with weights (CnnPolicy or a custom extractor); only "
-     "MlpPolicy (flattened observations) is supported, image policies come later"),
-    ("lstm", "a recurrent policy (RecurrentPPO); only feed-forward MlpPolicy is supported"),
+    ("lstm", "a recurrent policy (RecurrentPPO); only feed-forward MlpPolicy and CnnPolicy are supported"),
     ("mlp_extractor.shared_net.", "a shared actor-critic trunk (SB3 < 1.8 layout); re-save it with SB3 2.x"),
 )  # fmt: skip
 
@@ -178,8 +187,10 @@ def detect_family(state: Mapping[str, torch.Tensor], data: dict[str, Any], path:
     """The family from the weight keys, checked against the readable policy class."""
     keys = list(state)
     module, name = policy_class_name(data)
-    if name is not None and re.search(r"Cnn|MultiInput|Recurrent", name):
-        raise ValueError(f"{path}: the policy class is {name} ({module}); only MlpPolicy is supported")
+    if name is not None and re.search(r"MultiInput|Recurrent", name):
+        raise ValueError(
+            f"{path}: the policy class is {name} ({module}); only MlpPolicy and CnnPolicy are supported"
+        )
     for marker, what in UNSUPPORTED_KEYS:
         found = [k for k in keys if marker in k]
         if found:
@@ -188,7 +199,11 @@ def detect_family(state: Mapping[str, torch.Tensor], data: dict[str, Any], path:
         family = FAMILIES["dqn"]
     elif any(k.startswith("quantile_net.quantile_net.") for k in keys):
         family = FAMILIES["qrdqn"]
-    elif any(k.startswith("mlp_extractor.") for k in keys) and any(k.startswith("action_net.") for k in keys):
+    elif any(
+        k.startswith(("mlp_extractor.", "features_extractor.", "pi_features_extractor.")) for k in keys
+    ) and any(
+        k.startswith("action_net.") for k in keys
+    ):  # a CnnPolicy's mlp_extractor is empty (net_arch=[]): no weights of its own
         family = FAMILIES["actor-critic"]
     elif any(k.startswith("actor.latent_pi.") for k in keys):
         family = FAMILIES["sac"]
@@ -200,7 +215,7 @@ def detect_family(state: Mapping[str, torch.Tensor], data: dict[str, Any], path:
         raise ValueError(
             f"{path}: unsupported Stable-Baselines3 weight layout (policy class {name or '?'} in "
             f"{module or '?'}; weights {keys[:6]} …); supported: DQN, QR-DQN, PPO, A2C, SAC, TD3 and DDPG "
-            f"MlpPolicy"
+            f"MlpPolicy, and their CnnPolicy"
         )
     if module is not None and module != family.policy_module:
         raise ValueError(
@@ -275,11 +290,66 @@ def activation_from(
 
 def check_features_extractor(kwargs: dict[str, Any], path: Path) -> None:
     cls = kwargs.get("features_extractor_class")
-    if cls is not None and getattr(cls, "__name__", str(cls)) != "FlattenExtractor":
+    if cls is not None and getattr(cls, "__name__", str(cls)) not in ("FlattenExtractor", "NatureCNN"):
         raise ValueError(
             f"{path}: features_extractor_class is {getattr(cls, '__name__', cls)}; only MlpPolicy's "
-            f"FlattenExtractor is supported"
+            f"FlattenExtractor and CnnPolicy's NatureCNN are supported"
         )
+
+
+#: SB3's ``NatureCNN`` (Mnih et al. 2015), CnnPolicy's extractor: (kernel, stride) of its three
+#: convolutions, no padding, ReLU after each, then Flatten, Linear(→ features_dim) and ReLU. The strides are
+#: not in the weights; the kernels are, and must be these.
+NATURE_CNN = ((8, 4), (4, 2), (3, 1))
+EXTRACTORS = {
+    "dqn": ("q_net.features_extractor.",),
+    "qrdqn": ("quantile_net.features_extractor.",),
+    # shared (the default for PPO/A2C) or the policy's own when share_features_extractor=False
+    "actor-critic": ("features_extractor.", "pi_features_extractor."),
+    "sac": ("actor.features_extractor.",),
+    "td3": ("actor.features_extractor.",),
+}
+
+
+@dataclass
+class ImageTrunk:
+    """A NatureCNN read from the weights: (weight, bias, stride) per convolution, the Linear after them."""
+
+    convs: list[tuple[torch.Tensor, torch.Tensor, int]]
+    linear: tuple[torch.Tensor, Any]
+
+    def flat_size(self, height: int, width: int) -> int:
+        for weight, _, stride in self.convs:
+            kernel = int(weight.shape[-1])
+            height, width = (height - kernel) // stride + 1, (width - kernel) // stride + 1
+        return int(self.convs[-1][0].shape[0]) * max(height, 0) * max(width, 0)
+
+
+def read_image_trunk(family: Family, state: Mapping[str, torch.Tensor], path: Path) -> ImageTrunk | None:
+    """The policy's NatureCNN, or None for an MlpPolicy (no extractor weights); any other extractor with
+    weights is refused by name."""
+    prefix = next((p for p in EXTRACTORS[family.name] if any(k.startswith(p) for k in state)), None)
+    if prefix is None:
+        return None
+    params = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    expected = {f"cnn.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")}
+    expected |= {"linear.0.weight", "linear.0.bias"}
+    if set(params) != expected:
+        raise ValueError(
+            f"{path}: a custom features extractor (weights {sorted(params)[:6]} …); only CnnPolicy's "
+            f"NatureCNN and MlpPolicy are supported"
+        )
+    convs = []
+    for i, (kernel, stride) in zip((0, 2, 4), NATURE_CNN, strict=True):
+        weight, bias = params[f"cnn.{i}.weight"].float(), params[f"cnn.{i}.bias"].float()
+        if weight.ndim != 4 or tuple(weight.shape[-2:]) != (kernel, kernel) or bias.shape != weight.shape[:1]:
+            raise ValueError(
+                f"{path}: {prefix}cnn.{i} has weights {list(weight.shape)}; NatureCNN's layer {i // 2} is a "
+                f"{kernel}×{kernel} convolution"
+            )
+        convs.append((weight, bias, stride))
+    linear = _linear({"weight": params["linear.0.weight"], "bias": params["linear.0.bias"]}, "linear", path)
+    return ImageTrunk(convs, linear)
 
 
 def linear_chain(
@@ -383,11 +453,33 @@ def quantile_means(layer: tuple[torch.Tensor, Any], n_quantiles: int, path: Path
     return mean_w, mean_b
 
 
-def check_fits(layout: Layout, task: tasks.TaskSpec, algorithm: str, env_id: str, path: Path) -> None:
+def check_image_fits(trunk: ImageTrunk, task: tasks.TaskSpec, env_id: str, path: Path) -> bool:
+    """A NatureCNN against the env's image observations; True when they are channel-last (SB3 transposes
+    those with VecTransposeImage, outside the policy: the graph does it here)."""
+    shape, channels = task.observation.shape, int(trunk.convs[0][0].shape[1])
+    if len(shape) != 3 or channels not in (shape[0], shape[-1]):
+        raise ValueError(
+            f"{path}: the CnnPolicy takes images of {channels} channels but {env_id} observations have "
+            f"shape {list(shape)}; was it trained on another env (or another frame stack)?"
+        )
+    last = shape[0] != channels
+    height, width = (shape[0], shape[1]) if last else (shape[1], shape[2])
+    n_flat, n_in = trunk.flat_size(height, width), int(trunk.linear[0].shape[1])
+    if n_flat != n_in:
+        raise ValueError(
+            f"{path}: the CnnPolicy's convolutions give {n_in} features for its images, but {height}×{width} "
+            f"frames of {env_id} give {n_flat}; was it trained on another screen size?"
+        )
+    return last
+
+
+def check_fits(
+    layout: Layout, task: tasks.TaskSpec, algorithm: str, env_id: str, path: Path, image: bool = False
+) -> None:
     """The policy's input and output against the env's spaces, with both shapes in the message."""
     n_in = int(layout.layers[0][0].shape[1])
     n_obs = math.prod(task.observation.shape)
-    if n_in != n_obs:
+    if not image and n_in != n_obs:
         raise ValueError(
             f"{path}: the policy takes {n_in} inputs but {env_id} observations have {n_obs} "
             f"(shape {list(task.observation.shape)}); was it trained on another env?"
@@ -472,7 +564,8 @@ def load_sb3(
     vecnormalize: str | Path | None = None,
     env_kwargs: dict[str, Any] | None = None,
 ) -> LoadedPolicy:
-    """An SB3 ``MlpPolicy`` zip → a :class:`LoadedPolicy` whose module gives ``predict(deterministic=True)``.
+    """An SB3 ``MlpPolicy``/``CnnPolicy`` zip → a :class:`LoadedPolicy` whose module gives
+    ``predict(deterministic=True)``.
 
     ``vecnormalize``: the ``VecNormalize.save()`` file the policy was trained behind; its observation
     statistics go into the module (needs ``trust_pickle``). ``env_kwargs`` go to ``tasks.from_env``.
@@ -490,13 +583,11 @@ def load_sb3(
     algorithm = algorithm_name(family, contents.data, kwargs)
     layout = read_layout(family, contents.state, kwargs, path)
 
+    trunk = read_image_trunk(family, contents.state, path)
+
     task = tasks.from_env(env_id, **(env_kwargs or {}))
-    if task.observation.dtype != "float32":
-        raise ValueError(
-            f"{env_id}: {task.observation.dtype} observations of shape {list(task.observation.shape)}; "
-            f"the sb3 source takes float observations (image policies come later)"
-        )
-    check_fits(layout, task, algorithm, env_id, path)
+    channels_last = check_image_fits(trunk, task, env_id, path) if trunk is not None else False
+    check_fits(layout, task, algorithm, env_id, path, image=trunk is not None)
     task = replace(task, output=layout.output)
 
     before: list[tuple[str, nn.Module]] = []
@@ -507,7 +598,14 @@ def load_sb3(
         )
         if normalizer is not None:
             before.append(("normalize", normalizer))
-    if len(task.observation.shape) > 1:
+    # SB3's preprocess_obs: an image space (uint8, three dims) is divided by 255 unless normalize_images=False
+    if task.observation.dtype == "uint8" and len(task.observation.shape) == 3:
+        before.append(("scale", ScaleImage(bool(kwargs.get("normalize_images", True)))))
+    if trunk is not None:
+        if channels_last:
+            before.append(("to_channels_first", ChannelsFirst()))
+        before += nature_cnn(trunk.convs, trunk.linear)
+    elif len(task.observation.shape) > 1:
         before.append(("flatten", nn.Flatten(1)))  # SB3's FlattenExtractor
     after: list[tuple[str, nn.Module]] = []
     if layout.action_kind == "box":
@@ -526,6 +624,7 @@ def load_sb3(
         "algorithm": algorithm,
         "policy_class": policy_class_name(contents.data)[1],
         "sb3_version": contents.version,
+        "features_extractor": "NatureCNN" if trunk is not None else "FlattenExtractor",
         "layers": [int(layout.layers[0][0].shape[1])] + [int(w.shape[0]) for w, _ in layout.layers],
         "activation": activation_name,
         "after": list(layout.after),

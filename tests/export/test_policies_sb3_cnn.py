@@ -1,0 +1,103 @@
+"""``sb3:`` CnnPolicy zips (NatureCNN on Atari frames): read without unpickling, uint8 frames scaled inside
+the module, outputs equal to SB3's own network on the same weights. Each model trains a few hundred steps
+only: the module must compute what SB3 computes, not play well (DESIGN.md §9)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import tasks
+from export.policies.sb3 import load_sb3
+from tests.no_pickle import forbid_unpickling
+
+pytest.importorskip("ale_py", reason="ale-py is in the zoo extra (make setup installs it)")
+sb3 = pytest.importorskip("stable_baselines3")
+GAME = "ALE/Breakout-v5"
+RECIPES = {
+    "ppo": ("PPO", {"n_steps": 64, "batch_size": 64, "n_epochs": 1}, 64),
+    "dqn": ("DQN", {"buffer_size": 500, "learning_starts": 64, "train_freq": 16, "batch_size": 16}, 128),
+}
+
+
+@pytest.fixture(scope="module")
+def task() -> tasks.TaskSpec:
+    return tasks.from_env(GAME, episodes=2)
+
+
+@pytest.fixture(scope="module")
+def trained(
+    task: tasks.TaskSpec, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], tuple[Any, Path]]:
+    root, done = tmp_path_factory.mktemp("sb3cnn"), {}
+
+    def get(name: str) -> tuple[Any, Path]:
+        if name not in done:
+            algo, kwargs, steps = RECIPES[name]
+            model = getattr(sb3, algo)("CnnPolicy", tasks.make_env(task), seed=0, device="cpu", **kwargs)
+            model.learn(steps)
+            model.save(root / f"{name}.zip")
+            done[name] = (model, root / f"{name}.zip")
+        return done[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def frames(task: tasks.TaskSpec) -> np.ndarray:
+    """64 stacked uint8 frames of the task's own env under random actions."""
+    env, rows = tasks.make_env(task), []
+    obs, _ = env.reset(seed=3)
+    actions = np.random.default_rng(3).integers(0, task.action.n, size=64)
+    for action in actions:
+        rows.append(obs)
+        obs, _, terminated, truncated, _ = env.step(int(action))
+        if terminated or truncated:
+            obs, _ = env.reset(seed=4)
+    env.close()
+    return np.asarray(rows, dtype=np.uint8)
+
+
+def sb3_outputs(name: str, model: Any, frames: np.ndarray) -> np.ndarray:
+    obs, _ = model.policy.obs_to_tensor(frames)
+    with torch.no_grad():
+        if name == "dqn":
+            return model.q_net(obs).numpy()
+        # the Categorical's logits are normalised (log-probabilities): compare ours the same way
+        return model.policy.get_distribution(obs).distribution.logits.numpy()
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_cnn_policy_matches_sb3(
+    name: str, trained: Callable[[str], tuple[Any, Path]], frames: np.ndarray
+) -> None:
+    model, path = trained(name)
+    with forbid_unpickling():
+        policy = load_sb3(path, GAME)
+    assert policy.info["features_extractor"] == "NatureCNN" and policy.task.observation.dtype == "uint8"
+    assert policy.task.output == ("q" if name == "dqn" else "logits")
+    names = [n for n, _ in policy.model.named_children()]
+    assert names[:3] == ["scale", "conv0", "cact0"] and names[-1] == "out"
+    with torch.inference_mode():
+        ours = policy.model(torch.from_numpy(frames)).numpy()  # uint8 in: scaled inside the module
+    compared = ours if name == "dqn" else torch.log_softmax(torch.from_numpy(ours), dim=1).numpy()
+    np.testing.assert_allclose(compared, sb3_outputs(name, model, frames), rtol=0, atol=1e-5)
+    expected, _ = model.predict(frames, deterministic=True)
+    np.testing.assert_array_equal(tasks.select_actions(policy.task, ours), expected)
+
+
+def test_a_cnn_policy_for_another_frame_stack_is_refused(
+    trained: Callable[[str], tuple[Any, Path]],
+) -> None:
+    _, path = trained("ppo")
+    from tasks.preprocess import atari_step
+
+    with pytest.raises(ValueError, match=r"takes images of 4 channels but .* shape \[2, 84, 84\]"):
+        load_sb3(path, GAME, env_kwargs={"preprocess_steps": [atari_step(stack=2)]})
+    with pytest.raises(ValueError, match=r"CartPole-v1 observations have shape \[4\]"):
+        load_sb3(path, "CartPole-v1")
