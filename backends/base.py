@@ -1,7 +1,9 @@
 """The one inference interface every runtime implements (DESIGN.md §6).
 
-A backend loads one artifact (after its sha256 is checked against the manifest) and maps a float32
-batch ``[N, obs_dim]`` to Q-values/logits ``[N, n_actions]``; the caller takes the argmax.
+A backend loads one artifact (after its sha256 is checked against the manifest) and maps a batch of
+observations as the model takes them — float32 ``[N, obs_dim]``, or uint8 ``[N, C, H, W]`` frames of an
+image task (``input_shape``, ``input_dtype``: ``Manifest.model_input``) — to Q-values/logits
+``[N, n_actions]`` (or actions); the caller takes the argmax.
 Capabilities are class attributes, so no list of names elsewhere needs to know them.
 """
 
@@ -33,11 +35,31 @@ class Backend(ABC):
     package: ClassVar[str]
     """What to ``pip install`` (or otherwise install) when the runtime is missing."""
 
-    def __init__(self, path: Path, obs_dim: int, n_actions: int, settings: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        path: Path,
+        obs_dim: int,
+        n_actions: int,
+        settings: dict[str, Any] | None = None,
+        input_shape: tuple[int, ...] | None = None,
+        input_dtype: str = "float32",
+    ):
         self.path = Path(path)
         self.obs_dim = obs_dim
         self.n_actions = n_actions
         self.settings = dict(settings or {})
+        self.input_shape = tuple(input_shape) if input_shape is not None else (obs_dim,)
+        """One observation as the model takes it (without the batch axis)."""
+        self.input_dtype = np.dtype(input_dtype)
+
+    def as_input(self, obs: np.ndarray) -> np.ndarray:
+        """A batch as the model takes it (contiguous, its dtype); ``ValueError`` on another shape."""
+        obs = np.ascontiguousarray(obs, dtype=self.input_dtype)
+        if obs.shape[1:] != self.input_shape or obs.ndim != len(self.input_shape) + 1:
+            raise ValueError(
+                f"expected observations [N, {', '.join(map(str, self.input_shape))}], got {obs.shape}"
+            )
+        return obs
 
     @classmethod
     def runs(cls, fmt: str, precision: str) -> bool:
@@ -61,7 +83,8 @@ class Backend(ABC):
             raise ValueError(f"backend {cls.name} loads {cls.formats}, not {entry.format} ({entry.name})")
         cls.check_available()
         path = verify_artifact(manifest, entry, allowed)
-        backend = cls(path, manifest.obs_dim, manifest.output_dim, settings)
+        shape, dtype = manifest.model_input
+        backend = cls(path, manifest.obs_dim, manifest.output_dim, settings, shape, dtype)
         backend.load()
         return backend
 
@@ -71,16 +94,16 @@ class Backend(ABC):
 
     @abstractmethod
     def infer(self, obs: np.ndarray) -> np.ndarray:
-        """float32 ``[N, obs_dim]`` → ``[N, n_actions]``."""
+        """``[N, *input_shape]`` of ``input_dtype`` → ``[N, n_actions]``."""
 
     def infer_one(self, obs: np.ndarray) -> np.ndarray:
-        """One observation ``[obs_dim]`` → ``[n_actions]``; backends override this for the per-frame path.
+        """One observation (``input_shape``) → ``[n_actions]``; backends override this for the per-frame path.
 
         The result may be a view of an output buffer the backend reuses (onnxruntime's I/O binding,
         OpenVINO's output tensor): valid until the next call — copy it to keep it. The per-frame loop
         reads it at once, and a copy per frame would cost ~0.3 µs of a ~20 µs frame.
         """
-        return self.infer(np.asarray(obs, dtype=np.float32).reshape(1, -1))[0]
+        return self.infer(np.asarray(obs, dtype=self.input_dtype).reshape(1, *self.input_shape))[0]
 
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Release the runtime's resources."""

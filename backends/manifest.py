@@ -87,6 +87,17 @@ class Manifest:
         return int(math.prod(shape))
 
     @property
+    def model_input(self) -> tuple[tuple[int, ...], str]:
+        """(one observation's shape as the model takes it, its dtype): images (uint8, three dims) enter as
+        ``[C, H, W]`` uint8 and are scaled inside the graph (DESIGN.md §3b); everything else flattened to
+        ``[obs_dim]`` float32."""
+        observation = self.task["observation"] if self.task is not None else {}
+        shape = tuple(int(d) for d in observation.get("shape", ()))
+        if observation.get("dtype") == "uint8" and len(shape) == 3:
+            return shape, "uint8"
+        return (self.obs_dim,), "float32"
+
+    @property
     def output_dim(self) -> int:
         """Width of one model output: the number of actions (Q-values, logits) or the action's size."""
         if self.task is None:

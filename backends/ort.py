@@ -33,6 +33,10 @@ def _ort_errors() -> tuple[type[BaseException], ...]:
     return tuple(getattr(state, n) for n in names if hasattr(state, n))
 
 
+#: onnxruntime's type string of a model input, by numpy dtype name.
+ONNX_TYPES = {"float32": "tensor(float)", "uint8": "tensor(uint8)"}
+
+
 def _dim_matches(dim: object, expected: int) -> bool:
     """A fixed dimension must equal ``expected``; a symbolic one (str/None) is accepted."""
     return not isinstance(dim, int) or dim == expected
@@ -69,7 +73,7 @@ class OnnxRuntimeBackend(Backend):
         # builds no feed dict, no output list and allocates no output array. Measured interleaved on the
         # float policy: session.run p50 18.5 µs / p99 36.7 µs, run_with_iobinding 13.3 / 27.3 (2 loaded
         # cores; benchmarks/edge_loop.py has the figures of a run).
-        self._one = np.zeros((1, self.obs_dim), dtype=np.float32)
+        self._one = np.zeros((1, *self.input_shape), dtype=self.input_dtype)
         self._q_one = np.zeros((1, self.n_actions), dtype=np.float32)
         self._binding = self.session.io_binding()
         self._binding.bind_cpu_input(self._input, self._one)  # binds the array's memory, no copy
@@ -78,15 +82,22 @@ class OnnxRuntimeBackend(Backend):
         )
 
     def _check_signature(self) -> None:
-        """Refuse a model that is not ``float32 [N, obs_dim] → [N, n_actions]`` (wrong env or wrong file)."""
+        """Refuse a model that is not ``[N, *input_shape] → [N, n_actions]`` of the right element types
+        (wrong env or wrong file)."""
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        want = f"[N, {', '.join(map(str, self.input_shape))}]"
         if len(inputs) != 1:
-            raise ValueError(f"{self.path}: expected one input [N, {self.obs_dim}], found {len(inputs)}")
+            raise ValueError(f"{self.path}: expected one input {want}, found {len(inputs)}")
         arg = inputs[0]
-        if arg.type != "tensor(float)" or len(arg.shape) != 2 or not _dim_matches(arg.shape[1], self.obs_dim):
+        kind = ONNX_TYPES[self.input_dtype.name]
+        if (
+            arg.type != kind
+            or len(arg.shape) != len(self.input_shape) + 1
+            or not all(_dim_matches(d, w) for d, w in zip(arg.shape[1:], self.input_shape, strict=True))
+        ):
             raise ValueError(
-                f"{self.path}: input {arg.name!r} is {arg.type} {arg.shape}, expected tensor(float) "
-                f"[N, {self.obs_dim}]; the artifact was exported for another observation mode"
+                f"{self.path}: input {arg.name!r} is {arg.type} {arg.shape}, expected {kind} {want}; the "
+                f"artifact was exported for another observation mode"
             )
         out = outputs[0]
         if (
@@ -100,10 +111,7 @@ class OnnxRuntimeBackend(Backend):
             )
 
     def infer(self, obs: np.ndarray) -> np.ndarray:
-        obs = np.ascontiguousarray(obs, dtype=np.float32)
-        if obs.ndim != 2 or obs.shape[1] != self.obs_dim:
-            raise ValueError(f"expected observations [N, {self.obs_dim}], got {obs.shape}")
-        return self.session.run(self._outputs, {self._input: obs})[0]
+        return self.session.run(self._outputs, {self._input: self.as_input(obs)})[0]
 
     def infer_one(self, obs: np.ndarray) -> np.ndarray:
         self._one[0] = obs

@@ -92,7 +92,7 @@ class OpenVINOBackend(Backend):
             self._check_signature(ov, model)
             self.compiled = core.compile_model(model, device, config)
             single = core.read_model(xml)
-            single.reshape([1, self.obs_dim])
+            single.reshape([1, *self.input_shape])
             self.compiled_one = core.compile_model(single, device, config)
         except RuntimeError as err:  # OpenVINO reports every load/compile failure as RuntimeError
             raise RuntimeError(f"{self.path}: OpenVINO could not load the model on {device} ({err})") from err
@@ -104,33 +104,29 @@ class OpenVINOBackend(Backend):
         self._one_out = self._one_request.get_output_tensor(0).data[0]
 
     def _check_signature(self, ov: Any, model: Any) -> None:
-        """Refuse an IR that is not ``f32 [N, obs_dim] → [N, n_actions]``."""
+        """Refuse an IR that is not ``[N, *input_shape] → [N, n_actions]`` of the right element types."""
         if len(model.inputs) != 1:
-            raise ValueError(
-                f"{self.path}: expected one input [N, {self.obs_dim}], found {len(model.inputs)}"
-            )
-        for port, width, what in (
-            (model.inputs[0], self.obs_dim, "input"),
-            (model.outputs[0], self.n_actions, "output"),
+            raise ValueError(f"{self.path}: expected one input, found {len(model.inputs)}")
+        kind = {"float32": ov.Type.f32, "uint8": ov.Type.u8}[self.input_dtype.name]
+        for port, dims, element, what in (
+            (model.inputs[0], self.input_shape, kind, "input"),
+            (model.outputs[0], (self.n_actions,), ov.Type.f32, "output"),
         ):
             shape = port.get_partial_shape()
             ok = (
-                port.get_element_type() == ov.Type.f32
+                port.get_element_type() == element
                 and shape.rank.is_static
-                and shape.rank.get_length() == 2
-                and (shape[1].is_dynamic or shape[1].get_length() == width)
+                and shape.rank.get_length() == len(dims) + 1
+                and all(shape[i + 1].is_dynamic or shape[i + 1].get_length() == d for i, d in enumerate(dims))
             )
             if not ok:
                 raise ValueError(
                     f"{self.path}: {what} {port.get_any_name()!r} is {port.get_element_type()} {shape}, "
-                    f"expected f32 [N, {width}]"
+                    f"expected {element} [N, {', '.join(map(str, dims))}]"
                 )
 
     def infer(self, obs: np.ndarray) -> np.ndarray:
-        obs = np.ascontiguousarray(obs, dtype=np.float32)
-        if obs.ndim != 2 or obs.shape[1] != self.obs_dim:
-            raise ValueError(f"expected observations [N, {self.obs_dim}], got {obs.shape}")
-        self._batch_request.infer({0: obs})
+        self._batch_request.infer({0: self.as_input(obs)})
         return self._batch_request.get_output_tensor(0).data.copy()
 
     def infer_one(self, obs: np.ndarray) -> np.ndarray:

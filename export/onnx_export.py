@@ -1,4 +1,5 @@
-"""torch → ONNX: one self-contained file, opset 18, ``obs [batch, obs_dim] → q [batch, n_actions]``.
+"""torch → ONNX: one self-contained file, opset 18, ``obs [batch, obs_dim] → q [batch, n_actions]``
+(an image task: ``obs`` uint8 ``[batch, C, H, W]``, scaled inside the graph).
 
 Both of torch's exporters give the same clean graph here (Gemm/Relu, or Conv for the cnn). The legacy
 TorchScript exporter is the default because it takes ~0.15 s per network against ~4 s for the dynamo
@@ -162,20 +163,39 @@ def _strip_node_metadata(model: onnx.ModelProto) -> None:
         del node.metadata_props[:]
 
 
-def check_signature(model: onnx.ModelProto, obs_dim: int, n_actions: int) -> None:
-    """The contract every backend relies on: one float input ``obs [batch, obs_dim]``, ``q [batch, A]``."""
+#: ONNX element type of the model input, by numpy dtype name (images enter as uint8, DESIGN.md §3b).
+ELEM_TYPES = {"float32": onnx.TensorProto.FLOAT, "uint8": onnx.TensorProto.UINT8}
+
+
+def check_signature(
+    model: onnx.ModelProto,
+    obs_dim: int,
+    n_actions: int,
+    input_shape: tuple[int, ...] | None = None,
+    input_dtype: str = "float32",
+) -> None:
+    """The contract every backend relies on: one input ``obs [batch, obs_dim]`` float32 (or ``[batch,
+    *input_shape]`` of ``input_dtype``: an image task's uint8 frames), one output ``q [batch, A]``
+    float32."""
     graph = model.graph
-    for values, name, width in ((graph.input, INPUT, obs_dim), (graph.output, OUTPUT, n_actions)):
+    expected = (
+        (graph.input, INPUT, tuple(input_shape or (obs_dim,)), ELEM_TYPES[input_dtype]),
+        (graph.output, OUTPUT, (n_actions,), onnx.TensorProto.FLOAT),
+    )
+    for values, name, dims_wanted, elem in expected:
         if len(values) != 1 or values[0].name != name:
             raise ValueError(f"exported graph has {[v.name for v in values]}, expected exactly [{name!r}]")
         tensor = values[0].type.tensor_type
         dims = tensor.shape.dim
-        if tensor.elem_type != onnx.TensorProto.FLOAT or len(dims) != 2:
+        if tensor.elem_type != elem or len(dims) != len(dims_wanted) + 1:
             raise ValueError(
-                f"{name}: expected a float32 matrix, got elem_type {tensor.elem_type}, rank {len(dims)}"
+                f"{name}: expected elem_type {elem} of rank {len(dims_wanted) + 1}, got elem_type "
+                f"{tensor.elem_type}, rank {len(dims)}"
             )
-        if dims[0].dim_param != BATCH or dims[1].dim_value != width:
-            raise ValueError(f"{name}: expected shape [{BATCH}, {width}], got {dims}")
+        if dims[0].dim_param != BATCH or tuple(d.dim_value for d in dims[1:]) != dims_wanted:
+            raise ValueError(
+                f"{name}: expected shape [{BATCH}, {', '.join(map(str, dims_wanted))}], got {dims}"
+            )
 
 
 def export_onnx(
@@ -185,8 +205,12 @@ def export_onnx(
     path: str | Path,
     metadata: dict[str, str],
     exporter: str = "torchscript",
+    input_shape: tuple[int, ...] | None = None,
+    input_dtype: str = "float32",
 ) -> Path:
-    """Export ``model`` (eval mode) to ``path`` and stamp ``metadata``; refuse a graph off the contract."""
+    """Export ``model`` (eval mode) to ``path`` and stamp ``metadata``; refuse a graph off the contract.
+    ``input_shape``/``input_dtype``: one observation as the model takes it, default ``[obs_dim]`` float32
+    (``Manifest.model_input``; an image task's uint8 ``[C, H, W]``)."""
     path = Path(path)
     try:
         export = EXPORTERS[exporter]
@@ -196,12 +220,13 @@ def export_onnx(
     was_training = model.training
     model.eval()
     try:
-        export(model, torch.zeros(1, obs_dim, dtype=torch.float32), path)
+        shape = tuple(input_shape or (obs_dim,))
+        export(model, torch.zeros((1, *shape), dtype=getattr(torch, input_dtype)), path)
     finally:
         model.train(was_training)
     proto = onnx.load_model(str(path))
     _strip_node_metadata(proto)
-    check_signature(proto, obs_dim, n_actions)
+    check_signature(proto, obs_dim, n_actions, input_shape, input_dtype)
     set_metadata(proto, metadata)
     return save_single_file(proto, path)
 
@@ -211,12 +236,16 @@ def onnx_q_values(path: str | Path, obs: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run([OUTPUT], {INPUT: np.ascontiguousarray(obs, dtype=np.float32)})[0]
+    dtype = np.uint8 if session.get_inputs()[0].type == "tensor(uint8)" else np.float32
+    return session.run([OUTPUT], {INPUT: np.ascontiguousarray(obs, dtype=dtype)})[0]
 
 
 def torch_q_values(model: nn.Module, obs: np.ndarray) -> np.ndarray:
+    """The torch model on ``obs`` (uint8 frames stay uint8: an image policy scales them itself)."""
+    obs = np.asarray(obs)
+    dtype = np.uint8 if obs.dtype == np.uint8 else np.float32
     with torch.inference_mode():
-        return model(torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32))).numpy()
+        return model(torch.from_numpy(np.ascontiguousarray(obs, dtype=dtype))).numpy()
 
 
 def export_parity(model: nn.Module, path: str | Path, obs: np.ndarray) -> float:

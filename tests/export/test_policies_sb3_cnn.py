@@ -101,3 +101,36 @@ def test_a_cnn_policy_for_another_frame_stack_is_refused(
         load_sb3(path, GAME, env_kwargs={"preprocess_steps": [atari_step(stack=2)]})
     with pytest.raises(ValueError, match=r"CartPole-v1 observations have shape \[4\]"):
         load_sb3(path, "CartPole-v1")
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_the_cnn_exports_to_a_uint8_graph_each_runtime_runs(
+    backend: str, trained: Callable[[str], tuple[Any, Path]], frames: np.ndarray, tmp_path: Path
+) -> None:
+    """ONNX ``obs`` uint8 ``[N, 4, 84, 84]`` (frames go in as the env gives them), through onnxruntime and
+    OpenVINO's IR: the same outputs as the torch module, batch and per frame."""
+    from backends.registry import get_backend
+    from export.onnx_export import export_onnx
+
+    _, path = trained("ppo")
+    policy = load_sb3(path, GAME)
+    onnx_path = export_onnx(
+        policy.model, 4 * 84 * 84, 4, tmp_path / "cnn.onnx", {}, input_shape=(4, 84, 84), input_dtype="uint8"
+    )
+    model_path = onnx_path
+    if backend == "openvino":
+        ov = pytest.importorskip("openvino")
+        model_path = tmp_path / "cnn.xml"
+        ov.save_model(ov.convert_model(str(onnx_path)), str(model_path), compress_to_fp16=False)
+    runtime = get_backend(backend)(model_path, 4 * 84 * 84, 4, {}, (4, 84, 84), "uint8")
+    runtime.load()
+    with torch.inference_mode():
+        expected = policy.model(torch.from_numpy(frames)).numpy()
+    np.testing.assert_allclose(runtime.infer(frames), expected, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(runtime.infer_one(frames[5]), expected[5], rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match=r"expected observations \[N, 4, 84, 84\]"):
+        runtime.infer(frames.reshape(len(frames), -1))
+    runtime.close()
+    float_input = get_backend(backend)(model_path, 4 * 84 * 84, 4, {})  # a flat float32 contract: refused
+    with pytest.raises(ValueError, match="input 'obs' is"):
+        float_input.load()
