@@ -65,18 +65,25 @@ class GymLoopEnv:
         self.seed = seed
         self.episode = 0
         self._success: bool | None = None
+        # Images (uint8 [C, H, W], the model scales them) go in as the env gives them; anything else flat.
+        self._image = spec.observation.dtype == "uint8" and len(spec.observation.shape) == 3
+
+    def _obs(self, obs: Any) -> np.ndarray:
+        if self._image:
+            return np.asarray(obs, dtype=np.uint8)
+        return np.asarray(obs, dtype=np.float32).reshape(-1)
 
     def reset(self) -> np.ndarray:
         obs, _ = self.env.reset(seed=self.seed + self.episode)
         self.episode += 1
         self._success = None
-        return np.asarray(obs, dtype=np.float32).reshape(-1)
+        return self._obs(obs)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         if (terminated or truncated) and "is_success" in info:
             self._success = bool(info["is_success"])
-        return np.asarray(obs, dtype=np.float32).reshape(-1), float(reward), terminated, truncated
+        return self._obs(obs), float(reward), terminated, truncated
 
     def success(self, terminated: bool) -> bool | None:
         """``info["is_success"]`` at the episode's end, or None where the env does not report it."""

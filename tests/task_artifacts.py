@@ -15,9 +15,19 @@ from backends.manifest import ArtifactEntry, Manifest, file_sha256, write_manife
 from tasks import from_env
 
 
+def _save(graph: object, path: Path) -> Path:
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 def gemm_model(path: Path, weight: np.ndarray, bias: np.ndarray) -> Path:
     """``y = x · weightᵀ + bias`` as a one-node ONNX graph with a dynamic batch."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     out_dim, in_dim = weight.shape
@@ -31,25 +41,53 @@ def gemm_model(path: Path, weight: np.ndarray, bias: np.ndarray) -> Path:
             numpy_helper.from_array(bias.astype(np.float32), "b"),
         ],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return _save(graph, path)
 
 
-def task_manifest(root: Path, env_id: str, models: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
-    """A schema-2 manifest with one ONNX artifact per ``variant → (weight, bias)``."""
-    task = from_env(env_id)
+def image_model(path: Path, shape: tuple[int, ...], bias: np.ndarray) -> Path:
+    """uint8 frames ``[N, *shape]`` → Cast, Flatten, Gemm with zero weights: the constant ``bias`` for every
+    frame (a policy of known behaviour that still takes the frames as an image policy does)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    n_in = int(np.prod(shape))
+    nodes = [
+        helper.make_node("Cast", ["obs"], ["x"], to=TensorProto.FLOAT),
+        helper.make_node("Flatten", ["x"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "W", "b"], ["out"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "image_policy",
+        [helper.make_tensor_value_info("obs", TensorProto.UINT8, ["batch", *shape])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", len(bias)])],
+        [
+            numpy_helper.from_array(np.zeros((len(bias), n_in), np.float32), "W"),
+            numpy_helper.from_array(bias.astype(np.float32), "b"),
+        ],
+    )
+    return _save(graph, path)
+
+
+def task_manifest(
+    root: Path, env_id: str, models: dict[str, tuple[np.ndarray, np.ndarray]], episodes: int = 50
+) -> Path:
+    """A schema-2 manifest with one ONNX artifact per ``variant → (weight, bias)``; an image task's
+    artifacts take its uint8 frames (``weight`` is then ignored: see :func:`image_model`)."""
+    task = from_env(env_id, episodes=episodes)
+    image = task.observation.dtype == "uint8"
+    backends = ["onnxruntime"] if image else ["onnxruntime", "numpy"]  # numpy runs float MLP graphs only
     entries = []
     for variant, (weight, bias) in models.items():
         (root / variant).mkdir(parents=True)
-        path = gemm_model(root / variant / "model.onnx", weight, bias)
+        if image:
+            path = image_model(root / variant / "model.onnx", task.observation.shape, bias)
+        else:
+            path = gemm_model(root / variant / "model.onnx", weight, bias)
         entries.append(
             ArtifactEntry(
                 name=f"{variant}/onnx", variant=variant, format="onnx", precision="fp32",
                 path=f"{variant}/model.onnx", sha256=file_sha256(path), size_bytes=path.stat().st_size,
-                params=weight.size + bias.size, backends=["onnxruntime", "numpy"],
+                params=bias.size if image else weight.size + bias.size, backends=backends,
             )
         )  # fmt: skip
     env = {"id": env_id, "obs_shape": list(task.observation.shape), "n_actions": 0}

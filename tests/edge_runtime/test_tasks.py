@@ -38,6 +38,18 @@ def pendulum(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return task_manifest(tmp_path_factory.mktemp("pendulum"), "Pendulum-v1", models)
 
 
+# The head of a probe script run in a fresh interpreter: importing torch (or pandas, matplotlib, onnx) fails.
+TORCH_FREE = """
+import importlib.abc, json, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "pandas", "matplotlib", "onnx"):
+            raise ImportError(name + " is not allowed on the edge path")
+sys.meta_path.insert(0, Block())
+from edge_runtime.cli import main
+"""
+
+
 def _session(out: Path) -> tuple[pd.DataFrame, dict]:
     (csv_path,) = sorted(out.glob("session_*.csv"))
     return pd.read_csv(csv_path), json.loads(csv_path.with_suffix(".json").read_text())
@@ -46,19 +58,15 @@ def _session(out: Path) -> tuple[pd.DataFrame, dict]:
 def test_a_cartpole_session_runs_torch_free_and_times_the_env_step(cartpole: Path, tmp_path: Path) -> None:
     """In a fresh interpreter where importing torch (or pandas, matplotlib, onnx) fails: gymnasium is what a
     CartPole device needs, and all it needs besides numpy and the runtime."""
-    probe = f"""
-import importlib.abc, json, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "pandas", "matplotlib", "onnx"):
-            raise ImportError(name + " is not allowed on the edge path")
-from edge_runtime.cli import main
-sys.meta_path.insert(0, Block())
+    probe = (
+        TORCH_FREE
+        + f"""
 argv = ["--manifest", {str(cartpole)!r}, "--variant", "float", "--fps", "0", "--episodes", "3", "--quiet"]
 out = {str(tmp_path)!r}
 codes = [main([*argv, "--backend", b, "--out", out + "/" + b]) for b in ("onnxruntime", "numpy")]
 print(json.dumps({{"codes": codes, "torch": "torch" in sys.modules}}))
 """
+    )
     done = subprocess.run(
         [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300
     )
@@ -111,3 +119,28 @@ def test_render_is_refused_for_a_gymnasium_task(cartpole: Path, tmp_path: Path) 
     argv = ["--manifest", str(cartpole), "--variant", "float", "--backend", "numpy", "--render"]
     assert main([*argv, "--out", str(tmp_path), "--quiet"]) == 2
     assert not list(tmp_path.glob("session_*"))
+
+
+def test_an_atari_session_feeds_uint8_frames_torch_free(tmp_path: Path) -> None:
+    """Breakout through the same loop: the task's Atari preprocessing on the device, [4, 84, 84] uint8 frames
+    straight into a graph that takes nothing else, in an interpreter where torch cannot be imported. The
+    policy always presses FIRE (its logits are a constant): the paddle never moves, the five lives go."""
+    pytest.importorskip("ale_py", reason="ale-py is in the zoo extra (make setup installs it)")
+    manifest = task_manifest(tmp_path / "art", "ALE/Breakout-v5", {"float": (None, np.array([0, 1, 0, 0]))})
+    probe = (
+        TORCH_FREE
+        + f"""
+argv = ["--manifest", {str(manifest)!r}, "--variant", "float", "--backend", "onnxruntime", "--fps", "0"]
+sys.exit(main([*argv, "--episodes", "1", "--quiet", "--out", {str(tmp_path / "s")!r}]))
+"""
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    df, summary = _session(tmp_path / "s")
+    assert (
+        summary["task"] == "breakout" and summary["stop_reason"] == "completed" and summary["episodes"] == 1
+    )
+    assert set(df["action"]) == {1} and len(df) > 50  # FIRE every frame until the last life is lost
+    assert (df["env_ms"] > 0).all() and summary["returns"]["mean_return"] == df["reward"].sum()
