@@ -10,11 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from tasks import make_env
+from tasks import make_env, model_obs
 
 
 def random_rollout_observations(spec: Any, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` observations of seeded episodes with uniformly random actions (the env's own sampler)."""
+    """``n`` observations of seeded episodes with uniformly random actions (the env's own sampler), as the
+    task's models take them (``tasks.model_obs``: flat float32 rows, or an image task's uint8 frames)."""
     env = make_env(spec)
     env.action_space.seed(seed)
     rows: list[np.ndarray] = []
@@ -25,12 +26,12 @@ def random_rollout_observations(spec: Any, n: int, seed: int = 0) -> np.ndarray:
             episode += 1
             done = False
             while not done and len(rows) < n:
-                rows.append(np.asarray(obs, dtype=np.float32).reshape(-1))
+                rows.append(np.asarray(obs))
                 obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
                 done = terminated or truncated
     finally:
         env.close()
-    return np.stack(rows)
+    return model_obs(spec, np.stack(rows))
 
 
 def bare_env_step_us(spec: Any, steps: int, seed: int = 0) -> dict[str, float]:

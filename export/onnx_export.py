@@ -231,6 +231,12 @@ def export_onnx(
     return save_single_file(proto, path)
 
 
+def model_array(obs: np.ndarray) -> np.ndarray:
+    """Observations as a model input: an image task's uint8 frames stay uint8, anything else float32."""
+    obs = np.asarray(obs)
+    return np.ascontiguousarray(obs, dtype=np.uint8 if obs.dtype == np.uint8 else np.float32)
+
+
 def onnx_q_values(path: str | Path, obs: np.ndarray) -> np.ndarray:
     """Run an ONNX model on the CPU with onnxruntime (used for the export-time parity check)."""
     import onnxruntime as ort

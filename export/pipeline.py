@@ -89,6 +89,10 @@ class ExportConfig:
     episodes: int = 50
     """--policy exports: episodes (seeds 0..N-1) of the return gate, for the float policy's 95% CI and for
     every artifact's mean return."""
+    max_episode_steps: int = 0
+    """--policy exports: cap every episode at this many env steps (Atari: emulator frames, 4 per action),
+    in the gates and in the manifest's task, so device sessions cap alike; 0 keeps the env's own limit. For
+    a quick check of a slow task, e.g. --max-episode-steps 4000."""
     jobs: int = 0
     """--policy exports: processes that gate artifacts side by side (each plays the episodes through one
     artifact's runtime); 0: one per CPU core, 1: all in this process."""
@@ -217,11 +221,14 @@ class Builder:
         root: Path,
         scratch: Path,
         exporter: str = "torchscript",
+        model_input: tuple[tuple[int, ...], str] | None = None,
     ) -> None:
         self.profile, self.context, self.exporter = profile, context, exporter
         self.root, self.scratch = root, scratch
         self.obs_dim, self.n_outputs = io
         """Flattened observation width and output width (actions, or an action's size)."""
+        self.input_shape, self.input_dtype = model_input or ((self.obs_dim,), "float32")
+        """One observation as the graphs take it (``tasks.model_input``: an image task's uint8 frames)."""
         self.calib_obs = context.calib_obs
         self.sources: dict[str, SourceModel | SourceUnavailable] = {}
         self.source_onnx: dict[str, Path] = {}
@@ -243,7 +250,16 @@ class Builder:
             if hasattr(source.model, "write_onnx"):  # an onnx: policy is its own float graph
                 source.model.write_onnx(path)
             else:
-                export_onnx(source.model, self.obs_dim, self.n_outputs, path, {}, exporter=self.exporter)
+                export_onnx(
+                    source.model,
+                    self.obs_dim,
+                    self.n_outputs,
+                    path,
+                    {},
+                    exporter=self.exporter,
+                    input_shape=self.input_shape,
+                    input_dtype=self.input_dtype,
+                )
             self.source_onnx[name] = path
         return self.source_onnx[name]
 
@@ -331,6 +347,7 @@ class Builder:
             calib_obs=self.calib_obs,
             obs_dim=self.obs_dim,
             n_actions=self.n_outputs,
+            input_shape=self.input_shape,
             options=dict(plan.options),
             settings=self.profile.settings_for(plan.backends[0]) if plan.backends else {},
             source=source,

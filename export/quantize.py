@@ -63,7 +63,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from export.onnx_export import INPUT, save_single_file
+from export.onnx_export import INPUT, model_array, save_single_file
 
 CALIBRATION_BATCH = 64
 UNQUANTIZED_OUTPUTS = ("Conv", "Gemm", "MatMul")
@@ -152,7 +152,7 @@ class _Batches:
     """onnxruntime's CalibrationDataReader protocol over fixed-size batches of observations."""
 
     def __init__(self, obs: np.ndarray, batch: int = CALIBRATION_BATCH) -> None:
-        obs = np.ascontiguousarray(obs, dtype=np.float32)
+        obs = model_array(obs)
         self._iter: Iterator[dict[str, np.ndarray]] = iter(
             [{INPUT: obs[i : i + batch]} for i in range(0, len(obs), batch)]
         )
@@ -170,7 +170,7 @@ def _outputs(model: onnx.ModelProto, names: list[str], obs: np.ndarray) -> list[
     have = {o.name for o in probe.graph.output}
     probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names if n not in have)
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(names, {INPUT: np.ascontiguousarray(obs, dtype=np.float32)})
+    return session.run(names, {INPUT: model_array(obs)})
 
 
 def _float_bias(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> onnx.TensorProto | None:

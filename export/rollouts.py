@@ -64,8 +64,8 @@ def rollout_states(
     try:
         obs, _ = env.reset(seed=[CALIBRATION_SEED + seed * n_envs + i for i in range(n_envs)])
         for _ in range(math.ceil(n_states / n_envs)):
-            obs = np.asarray(obs, dtype=np.float32)
-            rows.append(obs.reshape(n_envs, -1))
+            obs = tasks.model_obs(task, obs)  # flat float32, or an image task's uint8 frames
+            rows.append(obs)
             actions = explore(task, tasks.select_actions(task, policy(obs)), rng)
             obs, *_ = env.step(actions)
     finally:

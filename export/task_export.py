@@ -106,9 +106,12 @@ def prepare(config: ExportConfig) -> TaskPlan:
         options["weights"] = Path(config.weights)
     policy = load_policy(config.policy, config.env, config.trust_pickle, **options)
     task = replace(policy.task, evaluation=EvaluationSpec("episodes", tuple(range(config.episodes))))
-    if task.observation.preprocess:
-        ops = [step["op"] for step in task.observation.preprocess]
-        raise ValueError(f"task {task.name!r}: observation preprocessing {ops} is not exported yet")
+    if config.max_episode_steps < 0:
+        raise ValueError(
+            f"--max-episode-steps {config.max_episode_steps}: expected ≥ 1 (or 0: the env's own)"
+        )
+    if config.max_episode_steps:
+        task = replace(task, env=replace(task.env, max_episode_steps=config.max_episode_steps))
     calib = rollout_states(task, infer_fn(policy), seed=config.seed)
     calibration = {
         "states": len(calib),
@@ -202,7 +205,7 @@ def build(plan: TaskPlan) -> Manifest:
     context = SourceContext(float_source, None, plan.calib_obs, config.seed, task=task)
     io = (math.prod(task.observation.shape), math.prod(tasks.actions.expected_output_shape(task)))
     with staged_folder(out) as tmp, tempfile.TemporaryDirectory(prefix="neuroquant-export-") as scratch:
-        builder = Builder(profile, context, io, tmp, Path(scratch), config.exporter)
+        builder = Builder(profile, context, io, tmp, Path(scratch), config.exporter, tasks.model_input(task))
         ref = task_gates.make_reference(task, infer_fn(policy), plan.calib_obs, config.episodes)
         manifest = Manifest(
             target=profile.name,

@@ -48,7 +48,8 @@ class TaskReference:
 
     task: TaskSpec
     obs: np.ndarray
-    """float32 ``[N, obs_dim]`` calibration states (flattened observations)."""
+    """Calibration states as the models take them (``tasks.model_obs``: flat float32 ``[N, obs_dim]``, or an
+    image task's uint8 frames)."""
     outputs: np.ndarray
     """The float policy's outputs on :attr:`obs`, ``[N, output_dim]``."""
     evaluation: EpisodeEvaluation
@@ -57,13 +58,13 @@ class TaskReference:
 
 
 def batched(task: TaskSpec, infer: Policy) -> Policy:
-    """A flat-I/O model (``[N, obs_dim] → [N, output_dim]``, what exported graphs and backends take) as a
-    policy of the task's shapes (``[N, *obs_shape] → [N, *output_shape]``), for :func:`tasks.evaluate`."""
+    """A model of the task's model I/O (``tasks.model_obs`` → ``[N, output_dim]``, what exported graphs and
+    backends take) as a policy of the task's shapes (``[N, *obs_shape] → [N, *output_shape]``), for
+    :func:`tasks.evaluate`."""
     shape = tasks.actions.expected_output_shape(task)
 
     def policy(obs: np.ndarray) -> np.ndarray:
-        flat = np.ascontiguousarray(obs, dtype=np.float32).reshape(len(obs), -1)
-        return np.asarray(infer(flat)).reshape(len(obs), *shape)
+        return np.asarray(infer(tasks.model_obs(task, obs))).reshape(len(obs), *shape)
 
     return policy
 
@@ -77,8 +78,8 @@ def evaluate(task: TaskSpec, infer: Policy, episodes: int) -> EpisodeEvaluation:
 
 
 def make_reference(task: TaskSpec, infer: Policy, obs: np.ndarray, episodes: int) -> TaskReference:
-    """``infer``: the float policy (torch) on flat observations."""
-    obs = np.ascontiguousarray(obs, dtype=np.float32)
+    """``infer``: the float policy (torch) on observations as the models take them."""
+    obs = tasks.model_obs(task, obs)
     return TaskReference(task, obs, np.asarray(infer(obs)), evaluate(task, infer, episodes), episodes)
 
 

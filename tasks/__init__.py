@@ -14,7 +14,16 @@ from tasks.actions import NonFiniteAction, action_bounds, clip_action, select_ac
 from tasks.envs import TaskUnavailable, from_env, make_env, task_name
 from tasks.evaluation import EpisodeEvaluation, Policy, confidence_interval, evaluate, t_critical_975
 from tasks.named import get, names
-from tasks.spec import ActionSpec, EnvSpec, EvaluationSpec, ObservationSpec, TaskSpec, flat_obs
+from tasks.spec import (
+    ActionSpec,
+    EnvSpec,
+    EvaluationSpec,
+    ObservationSpec,
+    TaskSpec,
+    flat_obs,
+    model_input,
+    model_obs,
+)
 
 __all__ = [
     "ActionSpec",
@@ -34,6 +43,8 @@ __all__ = [
     "from_env",
     "get",
     "make_env",
+    "model_input",
+    "model_obs",
     "names",
     "select_actions",
     "t_critical_975",

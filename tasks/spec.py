@@ -362,6 +362,23 @@ def _nest(flat: Sequence[float], shape: Sequence[int]) -> Any:
     return [_nest(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
 
 
+def model_input(task: TaskSpec) -> tuple[tuple[int, ...], str]:
+    """(one observation's shape as the model takes it, its dtype): an image task's uint8 ``[C, H, W]`` frames
+    as they are (the graph scales them, DESIGN.md §3b), anything else flattened to float32 ``[obs_dim]``.
+    ``backends.manifest.Manifest.model_input`` says the same from the manifest's JSON."""
+    shape = tuple(task.observation.shape)
+    if task.observation.dtype == "uint8" and len(shape) == 3:
+        return shape, "uint8"
+    return (math.prod(shape),), "float32"
+
+
+def model_obs(task: TaskSpec, obs: np.ndarray) -> np.ndarray:
+    """A batch of observations ``[N, *obs_shape]`` as the task's models take it (:func:`model_input`)."""
+    shape, dtype = model_input(task)
+    obs = np.asarray(obs)
+    return np.ascontiguousarray(obs, dtype=dtype).reshape(len(obs), *shape)
+
+
 def flat_obs(obs: np.ndarray) -> np.ndarray:
     """Observations as the float32 ``[N, obs_dim]`` batch every network (and every ONNX model) takes.
 

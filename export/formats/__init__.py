@@ -40,9 +40,11 @@ class FormatJob:
     onnx: Path
     """The variant's own ONNX (its precision applied), always ``<root>/<variant>/model.onnx``."""
     calib_obs: np.ndarray
-    """float32 calibration observations (dataset + every reachable state)."""
+    """Calibration observations as the model takes them (float32 rows, or an image task's uint8 frames)."""
     obs_dim: int
     n_actions: int
+    input_shape: tuple[int, ...] | None = None
+    """One observation as the model takes it, when not the flat ``[obs_dim]`` (an image task's frames)."""
     options: dict[str, Any] = field(default_factory=dict)
     """The target profile's ``[formats.<name>]`` options (e.g. TensorRT batch range)."""
     settings: dict[str, Any] = field(default_factory=dict)

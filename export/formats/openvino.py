@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from export.formats import FormatJob, FormatResult
+from export.onnx_export import model_array
 
 CALIBRATION_BATCH = 64
 """Samples per NNCF calibration item; all items are used (``subset_size`` = number of items)."""
@@ -85,7 +86,7 @@ def _int8_static(job: FormatJob) -> tuple[Any, bool, dict[str, Any]]:
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     nncf.set_log_level(logging.ERROR)
-    obs = np.ascontiguousarray(job.calib_obs, dtype=np.float32)
+    obs = model_array(job.calib_obs)  # uint8 frames of an image task stay uint8, as the model takes them
     items = [obs[i : i + CALIBRATION_BATCH] for i in range(0, len(obs), CALIBRATION_BATCH)]
     fp32 = _convert(job)
     last = [*input_layers(fp32, obs), *output_layers(fp32)]

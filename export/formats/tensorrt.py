@@ -39,26 +39,31 @@ class Shapes:
     min_batch: int
     opt_batch: int
     max_batch: int
-    obs_dim: int
+    obs_shape: tuple[int, ...] | int
+    """One observation as the model takes it: ``obs_dim`` (an int, flat), or an image task's ``(C, H, W)``."""
+
+    def __post_init__(self) -> None:
+        shape = (self.obs_shape,) if isinstance(self.obs_shape, int) else tuple(self.obs_shape)
+        object.__setattr__(self, "obs_shape", shape)
 
     @classmethod
-    def from_options(cls, options: dict[str, Any], obs_dim: int) -> Shapes:
+    def from_options(cls, options: dict[str, Any], obs_shape: tuple[int, ...] | int) -> Shapes:
         shapes = cls(
             int(options.get("min_batch", 1)),
             int(options.get("opt_batch", 1)),
             int(options.get("max_batch", 256)),
-            obs_dim,
+            obs_shape,
         )
         if not 1 <= shapes.min_batch <= shapes.opt_batch <= shapes.max_batch:
             raise ValueError(f"[formats.tensorrt] needs 1 ≤ min_batch ≤ opt_batch ≤ max_batch, got {shapes}")
         return shapes
 
-    def dims(self, batch: int) -> tuple[int, int]:
-        return (batch, self.obs_dim)
+    def dims(self, batch: int) -> tuple[int, ...]:
+        return (batch, *self.obs_shape)
 
     def trtexec_args(self) -> list[str]:
         return [
-            f"--{which}Shapes={INPUT}:{batch}x{self.obs_dim}"
+            f"--{which}Shapes={INPUT}:{'x'.join(map(str, self.dims(batch)))}"
             for which, batch in (("min", self.min_batch), ("opt", self.opt_batch), ("max", self.max_batch))
         ]
 
@@ -160,7 +165,7 @@ def build_engine(
 
 
 def build(job: FormatJob) -> FormatResult:
-    shapes = Shapes.from_options(job.options, job.obs_dim)
+    shapes = Shapes.from_options(job.options, job.input_shape or job.obs_dim)
     workspace_mb = int(job.settings.get("workspace_mb", DEFAULT_WORKSPACE_MB))
     engine = job.folder / ENGINE_NAME
     onnx_rel, engine_rel = job.rel(job.onnx), job.rel(engine)

@@ -19,6 +19,8 @@ from tests.no_pickle import forbid_unpickling
 pytest.importorskip("ale_py", reason="ale-py is in the zoo extra (make setup installs it)")
 sb3 = pytest.importorskip("stable_baselines3")
 GAME = "ALE/Breakout-v5"
+# The trained models are module fixtures: keep this module's tests on one xdist worker.
+pytestmark = pytest.mark.xdist_group("sb3_cnn")
 RECIPES = {
     "ppo": ("PPO", {"n_steps": 64, "batch_size": 64, "n_epochs": 1}, 64),
     "dqn": ("DQN", {"buffer_size": 500, "learning_starts": 64, "train_freq": 16, "batch_size": 16}, 128),
@@ -134,3 +136,42 @@ def test_the_cnn_exports_to_a_uint8_graph_each_runtime_runs(
     float_input = get_backend(backend)(model_path, 4 * 84 * 84, 4, {})  # a flat float32 contract: refused
     with pytest.raises(ValueError, match="input 'obs' is"):
         float_input.load()
+
+
+@pytest.mark.slow
+def test_a_cnn_policy_exports_its_quantized_variants_gated_in_its_task(
+    trained: Callable[[str], tuple[Any, Path]], tmp_path: Path
+) -> None:
+    """``python -m export --policy sb3:… --env ALE/Breakout-v5``: float, fp16 and int8 as uint8-input graphs
+    (ONNX and OpenVINO IR), each gated by action agreement on rollout frames and by its return; the pruned
+    and distilled variants recorded skipped with the reason. Episodes capped (--max-episode-steps) so the
+    gates' Breakout games stay short."""
+    import onnx
+
+    from backends.manifest import load_manifest
+    from benchmarks.observations import random_rollout_observations
+    from export.__main__ import main
+
+    _, path = trained("ppo")
+    out = tmp_path / "breakout"
+    argv = ["--target", "x86", "--policy", f"sb3:{path}", "--env", GAME, "--episodes", "2"]
+    argv += ["--max-episode-steps", "200", "--variants", "float,int8-static,pruned-50", "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    manifest = load_manifest(out / "manifest.json")
+    assert manifest.model_input == ((4, 84, 84), "uint8")
+    task = manifest.task_spec()
+    assert task.env.max_episode_steps == 200 and task.observation.preprocess[0]["op"] == "atari"
+    status = {(a.variant, a.format): a.status for a in manifest.artifacts}
+    assert (
+        status[("float", "onnx")] == status[("float", "openvino")] == status[("int8-static", "onnx")] == "ok"
+    )
+    pruned = next(a for a in manifest.artifacts if a.variant == "pruned-50")
+    assert pruned.status == "skipped" and "MLP policies only" in pruned.reason
+    for entry in manifest.artifacts:
+        if entry.status == "ok":
+            assert entry.eval["episodes"] == 2 and "action_agreement" in entry.parity
+    graph = onnx.load_model(str(out / "int8-static/model.onnx")).graph
+    obs = graph.input[0].type.tensor_type
+    assert obs.elem_type == onnx.TensorProto.UINT8 and [d.dim_value for d in obs.shape.dim[1:]] == [4, 84, 84]
+    frames = random_rollout_observations(task, 8)
+    assert frames.dtype == np.uint8 and frames.shape == (8, 4, 84, 84)  # what the benchmarks feed

@@ -25,7 +25,7 @@ from export.formats.tensorrt import (
 # The session fixture export_target builds each target once per worker: keep its users on one worker.
 pytestmark = pytest.mark.xdist_group("export_target")
 
-SHAPES = Shapes(min_batch=1, opt_batch=1, max_batch=256, obs_dim=6)
+SHAPES = Shapes(min_batch=1, opt_batch=1, max_batch=256, obs_shape=6)
 TRT, WHY_NO_TRT = tensorrt_here()
 FAKE_TRTEXEC = """#!/bin/sh
 # Stands in for trtexec: prints the version banner, logs its arguments, writes the engine file.
