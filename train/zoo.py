@@ -320,6 +320,23 @@ def evaluate_zip(path: str | Path, recipe: Recipe, episodes: int) -> tasks.Episo
     return cast(tasks.EpisodeEvaluation, tasks.evaluate(task, policy))
 
 
+def random_baseline(env_id: str, episodes: int, seed: int = 0) -> tasks.EpisodeEvaluation:
+    """A uniformly random policy's return on the same seeded episodes (what "clearly above random" is
+    measured against): random logits for discrete actions, uniform actions within the bounds for box."""
+    task = tasks.from_env(env_id, episodes=episodes)
+    task = replace(task, output="logits" if task.action.kind == "discrete" else "action")
+    rng = np.random.default_rng(seed)
+    shape = tasks.actions.expected_output_shape(task)
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        if task.action.kind == "discrete":
+            return rng.random((len(obs), *shape))
+        low, high = tasks.action_bounds(task)
+        return rng.uniform(low, high, size=(len(obs), *shape)).astype(np.float32)
+
+    return cast(tasks.EpisodeEvaluation, tasks.evaluate(task, policy))
+
+
 def versions(recipe: Recipe) -> dict[str, str | None]:
     found: dict[str, str | None] = {"python": platform.python_version()}
     for name in (*VERSIONED, *([recipe.simulator] if recipe.simulator else [])):
@@ -379,6 +396,7 @@ def train_zoo(config: ZooConfig) -> dict[str, Any]:
     atomic_write(model_path, save_and_evaluate)
     eval_seconds = time.perf_counter() - start
     result = evaluation[0]
+    baseline = random_baseline(recipe.env_id, config.eval_episodes, config.seed)
     summary = {
         "task": config.task,
         "env_id": recipe.env_id,
@@ -397,6 +415,7 @@ def train_zoo(config: ZooConfig) -> dict[str, Any]:
         **result.as_dict(),
         "mean_length": result.mean_length,
         "eval_seeds": [result.seeds[0], result.seeds[-1]],
+        "random_policy": {k: baseline.as_dict()[k] for k in ("mean_return", "std", "ci95", "episodes")},
         "target": recipe.target,
         "met": bool(result.mean_return >= recipe.target),
         "model": MODEL_FILE,
@@ -416,12 +435,16 @@ def _cpu_count() -> int | None:
 
 def format_summary(summary: dict[str, Any], out: Path) -> str:
     low, high = summary["ci95"]
+    random = summary["random_policy"]
+    r_low, r_high = random["ci95"]
     verdict = "met" if summary["met"] else "NOT met"
     return (
         f"{summary['task']}: {summary['algorithm'].upper()} on {summary['env_id']}, "
         f"{summary['trained_steps']:,} steps in {summary['wall_seconds']:.1f} s; mean return "
         f"{summary['mean_return']:.1f} ± {(high - low) / 2:.1f} (95% CI [{low:.1f}, {high:.1f}], "
         f"{summary['episodes']} episodes); target ≥ {summary['target']:g}: {verdict}\n"
+        f"a random policy on the same seeds: {random['mean_return']:.1f} "
+        f"(95% CI [{r_low:.1f}, {r_high:.1f}])\n"
         f"wrote {out / MODEL_FILE} and {out / SUMMARY_FILE}\n"
         f"export it: python -m export --target x86 --policy sb3:{out / MODEL_FILE} --env {summary['env_id']}"
     )

@@ -42,6 +42,8 @@ def test_recipe_is_consistent(name: str) -> None:
     """Env id registered, algorithm known to SB3 and suited to the action space, hyperparameters JSON
     values that the algorithm accepts, a finite target and a positive budget."""
     recipe = zoo.RECIPES[name]
+    if recipe.env_id.startswith("ALE/"):  # the ALE registers its ids when imported
+        gymnasium.register_envs(pytest.importorskip("ale_py"))
     gymnasium.spec(recipe.env_id)  # registered, whatever simulator is installed
     cls = zoo.algorithm_class(recipe.algorithm)
     assert issubclass(cls, BaseAlgorithm)
@@ -72,7 +74,11 @@ def test_tiny_cartpole_run_writes_an_exportable_zip(tmp_path: Path, capsys: pyte
     assert summary["wall_seconds"] >= 0 and summary["versions"]["stable-baselines3"]
     assert summary["hyperparameters"] == dict(zoo.RECIPES["cartpole"].hyperparameters)
     assert summary["model_sha256"] == file_sha256(out / "model.zip")
-    assert "mean return" in capsys.readouterr().out
+    random = summary["random_policy"]  # uniform random actions on the same five seeds
+    assert random["episodes"] == 5 and random["ci95"][0] <= random["mean_return"] <= random["ci95"][1]
+    assert 8 <= random["mean_return"] <= 60  # CartPole under random pushes falls within a few dozen steps
+    printed = capsys.readouterr().out
+    assert "mean return" in printed and "a random policy on the same seeds" in printed
 
     with forbid_unpickling():
         loaded = load_sb3(out / "model.zip", "CartPole-v1")
