@@ -55,7 +55,7 @@ distill: $(STAMP)  ## distil the trained policy into a small student
 TASK ?=
 ZOO_FLAGS ?=
 
-zoo: $(STAMP)  ## train a Stable-Baselines3 policy into runs/zoo/<TASK>/ (make zoo TASK=cartpole|lunarlander|pendulum|halfcheetah)
+zoo: $(STAMP)  ## train a Stable-Baselines3 policy into runs/zoo/<TASK>/ (make zoo TASK=cartpole|lunarlander|pendulum|halfcheetah|breakout)
 	$(PY) -m train.zoo --task "$(TASK)" $(ZOO_FLAGS)
 
 viz: $(STAMP)  ## redraw the dataset plots
@@ -117,8 +117,10 @@ POLICY_SOURCE = $(if $(findstring :,$(POLICY)),--policy $(POLICY) $(if $(ENV),--
 	$(if $(TRUST_PICKLE),--trust-pickle),)
 MANIFEST = artifacts/$(if $(filter-out gridworld,$(TASK)),$(TASK)/)$(TARGET)/manifest.json
 
+EXPORT_FLAGS ?=
+
 export: $(STAMP)  ## every variant x format of TARGET (make export TARGET=x86; POLICY=sb3:model.zip ENV=CartPole-v1)
-	$(PY) -m export --target $(TARGET) $(POLICY_SOURCE)
+	$(PY) -m export --target $(TARGET) $(POLICY_SOURCE) $(EXPORT_FLAGS)
 
 REPORT_DIR ?= reports/out
 BENCH_FLAGS ?=
