@@ -42,6 +42,17 @@ def env_settings(manifest: Manifest) -> dict[str, Any] | None:
     }
 
 
+ATARI_FPS = 15.0
+"""An Atari task's default session rate: the ALE's 60 Hz over the frame skip of 4."""
+
+
+def default_fps(task: Any, profile_fps: float) -> float:
+    """The session rate when --fps is not given: the target profile's, or an Atari game's own."""
+    if any(step.get("op") == "atari" for step in task.observation.preprocess):
+        return ATARI_FPS
+    return profile_fps
+
+
 def resolve_plan(cfg: SessionConfig) -> SessionPlan:
     """Manifest + profile + CLI → the artifact, the task (and the gridworld's tables) and the limits;
     raises on bad input (a Gymnasium task whose env cannot be made here: :class:`tasks.TaskUnavailable`)."""
@@ -58,8 +69,6 @@ def resolve_plan(cfg: SessionConfig) -> SessionPlan:
         )
         env_obs, where = int(model.observations[0].size), f"{settings['obs_mode']} env's"
     else:
-        if cfg.render:
-            raise ValueError(f"--render draws the gridworld only; task {task.name!r} is {task.env.id}")
         env = make_env(task)  # made once here, so a missing simulator is reported before the session
         try:
             env_obs, where = int(np.prod(env.observation_space.shape)), f"{task.env.id} env's"
@@ -75,7 +84,7 @@ def resolve_plan(cfg: SessionConfig) -> SessionPlan:
         entry=entry,
         task=task,
         model=model,
-        fps=float(cfg.fps if cfg.fps is not None else profile.fps),
+        fps=float(cfg.fps if cfg.fps is not None else default_fps(task, profile.fps)),
         latency_budget_ms=float(
             cfg.latency_budget_ms if cfg.latency_budget_ms is not None else profile.latency_budget_ms
         ),

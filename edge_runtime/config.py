@@ -66,7 +66,7 @@ class SessionConfig:
         "watchdog: an inference slower than this stops the session with reason latency_budget_exceeded "
         "(default: the target profile's latency_budget_ms, 150 for the shipped ones)",
     )
-    render: bool = _opt(False, "show the grid in a pygame window at the session FPS")
+    render: bool = _opt(False, "show the gridworld, or the env's own picture (an Atari screen), in a window")
     seed: int = _opt(0, "seed of the start-state sequence (same seed, same episodes)")
     quiet: bool = _opt(False, "no live status line")
     flush_s: float = _opt(

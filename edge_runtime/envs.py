@@ -14,6 +14,7 @@ Two kinds, chosen by the manifest's task (DESIGN.md §3b):
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,9 @@ import numpy as np
 from gridworld.core import GridModel, GridWorldCore
 from gridworld.oracle import Oracle, return_for_distance
 from tasks import TaskSpec, make_env
+
+MIN_HEIGHT = 400
+"""--render: an env's pictures are scaled up by whole pixels to at least this many rows."""
 
 
 class GridLoopEnv:
@@ -45,6 +49,13 @@ class GridLoopEnv:
         obs, reward, terminated, truncated = self.core.step(action)
         return obs.reshape(-1).astype(np.float32), reward, terminated, truncated
 
+    def frame(self) -> np.ndarray:
+        """The env's current picture, ``[H, W, 3]`` uint8, scaled up by whole pixels to at least
+        :data:`MIN_HEIGHT` rows (an Atari screen is 210 × 160)."""
+        picture = np.asarray(self.env.render(), dtype=np.uint8)
+        scale = max(1, -(-MIN_HEIGHT // picture.shape[0]))
+        return picture.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else picture
+
     def success(self, terminated: bool) -> bool | None:
         """Whether the episode that just ended succeeded: the goal terminates it, the step limit truncates."""
         return bool(terminated)
@@ -60,7 +71,11 @@ class GridLoopEnv:
 class GymLoopEnv:
     """A Gymnasium env of a task: seeded resets, float32 flat observations, scalar rewards."""
 
-    def __init__(self, spec: TaskSpec, seed: int) -> None:
+    def __init__(self, spec: TaskSpec, seed: int, render: bool = False) -> None:
+        if render:  # the env draws its own frames (--render): an Atari game's screen, a pole and cart …
+            spec = replace(
+                spec, env=replace(spec.env, kwargs={**spec.env.kwargs, "render_mode": "rgb_array"})
+            )
         self.env: Any = make_env(spec)
         self.seed = seed
         self.episode = 0
@@ -84,6 +99,13 @@ class GymLoopEnv:
         if (terminated or truncated) and "is_success" in info:
             self._success = bool(info["is_success"])
         return self._obs(obs), float(reward), terminated, truncated
+
+    def frame(self) -> np.ndarray:
+        """The env's current picture, ``[H, W, 3]`` uint8, scaled up by whole pixels to at least
+        :data:`MIN_HEIGHT` rows (an Atari screen is 210 × 160)."""
+        picture = np.asarray(self.env.render(), dtype=np.uint8)
+        scale = max(1, -(-MIN_HEIGHT // picture.shape[0]))
+        return picture.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else picture
 
     def success(self, terminated: bool) -> bool | None:
         """``info["is_success"]`` at the episode's end, or None where the env does not report it."""

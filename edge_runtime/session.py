@@ -307,7 +307,15 @@ class Session:
         os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
         from gridworld.render import PygameWindow, render_rgb
 
-        frame = render_rgb(self.plan.model.layout, 0, 0, 0)
+        if self.plan.model is not None:
+            frame = render_rgb(self.plan.model.layout, 0, 0, 0)
+        else:  # the env's own picture, to size the window
+            probe = GymLoopEnv(self.plan.task, self.config.seed, render=True)
+            try:
+                probe.reset()
+                frame = probe.frame()
+            finally:
+                probe.close()
         # fps=0: the window must not sleep; the pacer owns the timing.
         return PygameWindow(
             frame.shape[1], frame.shape[0], fps=0, title=f"NeuroQuant edge — {self.plan.entry.name}"
@@ -317,7 +325,10 @@ class Session:
     def _loop(self, window: Any) -> None:
         cfg, plan = self.config, self.plan
         env: GridLoopEnv | GymLoopEnv
-        env = GridLoopEnv(plan.model, cfg.seed) if plan.model is not None else GymLoopEnv(plan.task, cfg.seed)
+        if plan.model is not None:
+            env = GridLoopEnv(plan.model, cfg.seed)
+        else:
+            env = GymLoopEnv(plan.task, cfg.seed, render=window is not None)
         try:
             self._run_frames(env, window)
         finally:
@@ -344,7 +355,12 @@ class Session:
         names = ACTION_NAMES if plan.model is not None else None
         live = None if cfg.quiet else LiveLine(self.live_stream, action_names=names)
         render = None
-        if window is not None:
+        if window is not None and isinstance(env, GymLoopEnv):
+
+            def render() -> None:
+                window.show(env.frame())
+
+        elif window is not None:
             from gridworld.render import render_rgb
 
             layout = plan.model.layout

@@ -115,12 +115,6 @@ def test_a_discrete_model_gone_bad_stops_the_session_too(tmp_path: Path, bad: fl
     assert summary["stop_reason"] == STOP_NON_FINITE and summary["frames"] == 0
 
 
-def test_render_is_refused_for_a_gymnasium_task(cartpole: Path, tmp_path: Path) -> None:
-    argv = ["--manifest", str(cartpole), "--variant", "float", "--backend", "numpy", "--render"]
-    assert main([*argv, "--out", str(tmp_path), "--quiet"]) == 2
-    assert not list(tmp_path.glob("session_*"))
-
-
 def test_an_atari_session_feeds_uint8_frames_torch_free(tmp_path: Path) -> None:
     """Breakout through the same loop: the task's Atari preprocessing on the device, [4, 84, 84] uint8 frames
     straight into a graph that takes nothing else, in an interpreter where torch cannot be imported. The
@@ -144,3 +138,23 @@ sys.exit(main([*argv, "--episodes", "1", "--quiet", "--out", {str(tmp_path / "s"
     )
     assert set(df["action"]) == {1} and len(df) > 50  # FIRE every frame until the last life is lost
     assert (df["env_ms"] > 0).all() and summary["returns"]["mean_return"] == df["reward"].sum()
+
+
+def test_an_atari_session_renders_the_game_at_15_fps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--render on an Atari task shows the env's own screen (scaled up by whole pixels) in the pygame window,
+    at the game's 15 FPS unless --fps says otherwise (SDL's dummy video driver: no display needed)."""
+    pytest.importorskip("ale_py", reason="ale-py is in the zoo extra (make setup installs it)")
+    from gridworld.render import PygameWindow
+
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    shown: list[tuple[int, ...]] = []
+    real_show = PygameWindow.show
+    monkeypatch.setattr(
+        PygameWindow, "show", lambda self, frame: (shown.append(frame.shape), real_show(self, frame))
+    )
+    manifest = task_manifest(tmp_path / "art", "ALE/Breakout-v5", {"float": (None, np.array([0, 1, 0, 0]))})
+    argv = ["--manifest", str(manifest), "--variant", "float", "--backend", "onnxruntime", "--render"]
+    assert main([*argv, "--max-frames", "20", "--quiet", "--out", str(tmp_path / "s")]) == 0
+    _, summary = _session(tmp_path / "s")
+    assert summary["requested_fps"] == 15.0 and summary["frames"] == 20
+    assert shown and set(shown) == {(420, 320, 3)}  # the 210 × 160 screen, twice as large
