@@ -88,14 +88,11 @@ class Manifest:
 
     @property
     def model_input(self) -> tuple[tuple[int, ...], str]:
-        """(one observation's shape as the model takes it, its dtype): images (uint8, three dims) enter as
-        ``[C, H, W]`` uint8 and are scaled inside the graph (DESIGN.md §3b); everything else flattened to
-        ``[obs_dim]`` float32."""
-        observation = self.task["observation"] if self.task is not None else {}
-        shape = tuple(int(d) for d in observation.get("shape", ()))
-        if observation.get("dtype") == "uint8" and len(shape) == 3:
-            return shape, "uint8"
-        return (self.obs_dim,), "float32"
+        """(one observation's shape as the model takes it, its dtype): ``tasks.model_input`` of the task —
+        an image task's uint8 ``[C, H, W]`` frames, everything else flattened to float32 ``[obs_dim]``."""
+        from tasks import model_input  # lazily, as in task_spec: the manifest itself needs no numpy
+
+        return model_input(self.task_spec())
 
     @property
     def output_dim(self) -> int:

@@ -21,10 +21,18 @@ import numpy as np
 
 from gridworld.core import GridModel, GridWorldCore
 from gridworld.oracle import Oracle, return_for_distance
-from tasks import TaskSpec, make_env
+from tasks import TaskSpec, make_env, model_input
 
 MIN_HEIGHT = 400
 """--render: an env's pictures are scaled up by whole pixels to at least this many rows."""
+
+
+def _image_obs(obs: Any) -> np.ndarray:
+    return np.asarray(obs, dtype=np.uint8)
+
+
+def _flat_obs(obs: Any) -> np.ndarray:
+    return np.asarray(obs, dtype=np.float32).reshape(-1)
 
 
 class GridLoopEnv:
@@ -48,13 +56,6 @@ class GridLoopEnv:
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool]:
         obs, reward, terminated, truncated = self.core.step(action)
         return obs.reshape(-1).astype(np.float32), reward, terminated, truncated
-
-    def frame(self) -> np.ndarray:
-        """The env's current picture, ``[H, W, 3]`` uint8, scaled up by whole pixels to at least
-        :data:`MIN_HEIGHT` rows (an Atari screen is 210 × 160)."""
-        picture = np.asarray(self.env.render(), dtype=np.uint8)
-        scale = max(1, -(-MIN_HEIGHT // picture.shape[0]))
-        return picture.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else picture
 
     def success(self, terminated: bool) -> bool | None:
         """Whether the episode that just ended succeeded: the goal terminates it, the step limit truncates."""
@@ -81,12 +82,8 @@ class GymLoopEnv:
         self.episode = 0
         self._success: bool | None = None
         # Images (uint8 [C, H, W], the model scales them) go in as the env gives them; anything else flat.
-        self._image = spec.observation.dtype == "uint8" and len(spec.observation.shape) == 3
-
-    def _obs(self, obs: Any) -> np.ndarray:
-        if self._image:
-            return np.asarray(obs, dtype=np.uint8)
-        return np.asarray(obs, dtype=np.float32).reshape(-1)
+        # Chosen once here: step() is on the per-frame path.
+        self._obs = _image_obs if model_input(spec)[1] == "uint8" else _flat_obs
 
     def reset(self) -> np.ndarray:
         obs, _ = self.env.reset(seed=self.seed + self.episode)

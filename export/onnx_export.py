@@ -248,10 +248,8 @@ def onnx_q_values(path: str | Path, obs: np.ndarray) -> np.ndarray:
 
 def torch_q_values(model: nn.Module, obs: np.ndarray) -> np.ndarray:
     """The torch model on ``obs`` (uint8 frames stay uint8: an image policy scales them itself)."""
-    obs = np.asarray(obs)
-    dtype = np.uint8 if obs.dtype == np.uint8 else np.float32
     with torch.inference_mode():
-        return model(torch.from_numpy(np.ascontiguousarray(obs, dtype=dtype))).numpy()
+        return model(torch.from_numpy(model_array(obs))).numpy()
 
 
 def export_parity(model: nn.Module, path: str | Path, obs: np.ndarray) -> float:
