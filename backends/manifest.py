@@ -88,11 +88,16 @@ class Manifest:
 
     @property
     def model_input(self) -> tuple[tuple[int, ...], str]:
-        """(one observation's shape as the model takes it, its dtype): ``tasks.model_input`` of the task —
-        an image task's uint8 ``[C, H, W]`` frames, everything else flattened to float32 ``[obs_dim]``."""
-        from tasks import model_input  # lazily, as in task_spec: the manifest itself needs no numpy
-
-        return model_input(self.task_spec())
+        """(one observation's shape as the model takes it, its dtype): an image task's uint8 ``[C, H, W]``
+        frames (scaled inside the graph, DESIGN.md §3b), everything else flattened to float32
+        ``[obs_dim]``. The rule of ``tasks.model_input``, read from the JSON rather than the parsed task:
+        a schema-1 manifest's observation size is its ``env.obs_shape``, which the gridworld task its
+        ``task_spec()`` rebuilds does not carry."""
+        observation = self.task["observation"] if self.task is not None else {}
+        shape = tuple(int(d) for d in observation.get("shape", ()))
+        if observation.get("dtype") == "uint8" and len(shape) == 3:
+            return shape, "uint8"
+        return (self.obs_dim,), "float32"
 
     @property
     def output_dim(self) -> int:

@@ -70,3 +70,24 @@ def test_schema_1_loads_as_the_gridworld_its_env_describes(tmp_path: Path) -> No
 def test_a_bad_schema_or_task_is_refused_at_load(tmp_path: Path, raw: dict, message: str) -> None:
     with pytest.raises(ManifestError, match=message.replace("(", r"\(").replace(")", r"\)")):
         _load(tmp_path, raw)
+
+
+def test_the_manifest_reads_the_model_input_as_tasks_does(tmp_path: Path) -> None:
+    """Manifest.model_input restates tasks.model_input on the JSON (so a schema-1 manifest keeps its env's
+    size): for a schema-2 manifest the two must agree — flat float32 for CartPole, uint8 frames for Atari."""
+    import numpy as np
+
+    from tasks import model_input
+    from tests.task_artifacts import task_manifest
+
+    envs = {"CartPole-v1": ((4,), "float32")}
+    try:
+        import ale_py  # noqa: F401
+
+        envs["ALE/Breakout-v5"] = ((4, 84, 84), "uint8")
+    except ImportError:
+        pytest.skip("ale-py is in the zoo extra (make setup installs it)")
+    for i, (env_id, expected) in enumerate(envs.items()):
+        models = {"float": (np.zeros((2, 4)), np.zeros(2 if env_id == "CartPole-v1" else 4))}
+        manifest = load_manifest(task_manifest(tmp_path / str(i), env_id, models))
+        assert manifest.model_input == model_input(manifest.task_spec()) == expected
