@@ -243,7 +243,8 @@ def from_env(
     """A task for any registered Gymnasium env with a Box observation and Discrete or Box actions.
 
     ``preprocess_steps``: the observation preprocessing (:mod:`tasks.preprocess`); by default none, and the
-    standard ``atari`` op for an ALE id, whose env is then made with ``frameskip=1`` (the op skips frames).
+    standard ``atari`` op for an ALE id, whose env is then made with ``frameskip=1`` (the op skips frames),
+    with ``fire_reset`` where the game has a FIRE action.
     The env is made once, preprocessed, to read its spaces and episode limit. ``output`` defaults to
     ``logits`` for discrete actions and ``action`` for box; ``name`` to :func:`task_name` of the id; the
     evaluation runs ``episodes`` seeds 0..episodes-1. Other keyword arguments are the env's kwargs (so an
@@ -254,8 +255,9 @@ def from_env(
         raise ValueError(f"env id: expected a registered Gymnasium id such as 'CartPole-v1', got {env_id!r}")
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes: expected an integer ≥ 1, got {episodes!r}")
+    default_atari = preprocess_steps is None and preprocess.is_ale(env_id)
     if preprocess_steps is None:
-        preprocess_steps = [preprocess.atari_step()] if preprocess.is_ale(env_id) else []
+        preprocess_steps = [preprocess.atari_step()] if default_atari else []
     steps = tuple(preprocess.check_step(s, f"preprocess[{i}]") for i, s in enumerate(preprocess_steps))
     if any(s["op"] == "atari" for s in steps):
         kwargs = {**preprocess.ATARI_ENV_KWARGS, **kwargs}
@@ -263,6 +265,8 @@ def from_env(
             max_episode_steps = preprocess.ATARI_MAX_FRAMES
     env = _make_one(env_id, kwargs, max_episode_steps, steps)
     try:
+        if default_atari and preprocess.has_fire(env):
+            steps = (preprocess.atari_step(fire_reset=True),)
         observation = _observation_spec(env_id, env.observation_space, steps)
         action = _action_spec(env_id, env.action_space)
         limit = env.spec.max_episode_steps if env.spec is not None else max_episode_steps

@@ -29,12 +29,18 @@ def test_an_ale_id_gets_the_standard_preprocessing(breakout: TaskSpec) -> None:
     assert breakout.env.kwargs == {"frameskip": 1} and breakout.env.max_episode_steps == 108_000
     assert breakout.observation.shape == (4, 84, 84) and breakout.observation.dtype == "uint8"
     assert breakout.observation.preprocess == (
-        {"op": "atari", "noop_max": 30, "frame_skip": 4, "screen_size": 84, "stack": 4},
+        {"op": "atari", "noop_max": 30, "frame_skip": 4, "screen_size": 84, "stack": 4, "fire_reset": True},
     )
     assert breakout.action.kind == "discrete" and breakout.action.n == 4 and breakout.output == "logits"
     again = TaskSpec.from_dict(json.loads(json.dumps(breakout.to_dict())))
     assert again == breakout  # what the manifest holds rebuilds the same task on the device
     assert env_packages(GAME) == ("ale-py", "opencv-python-headless")
+
+
+@pytest.fixture(scope="module")
+def breakout_no_fire() -> TaskSpec:
+    """Gymnasium's preprocessing alone (the bit-identity test's subject; FIRE-on-reset is ours)."""
+    return tasks.from_env(GAME, episodes=3, preprocess_steps=[{"op": "atari"}])
 
 
 def _gymnasium_reference() -> gym.Env:
@@ -45,8 +51,8 @@ def _gymnasium_reference() -> gym.Env:
     return gym.wrappers.FrameStackObservation(env, 4)
 
 
-def test_observations_are_bit_identical_to_gymnasiums_wrappers(breakout: TaskSpec) -> None:
-    ours, reference = tasks.make_env(breakout), _gymnasium_reference()
+def test_observations_are_bit_identical_to_gymnasiums_wrappers(breakout_no_fire: TaskSpec) -> None:
+    ours, reference = tasks.make_env(breakout_no_fire), _gymnasium_reference()
     actions = np.random.default_rng(0).integers(0, 4, size=300)
     try:
         a, _ = ours.reset(seed=7)
@@ -80,10 +86,46 @@ def _steps_to_first_end(env: gym.Env, seed: int = 0) -> tuple[int, int]:
     raise AssertionError("no episode end in 20,000 steps")
 
 
-def test_a_lost_life_ends_the_episode_only_in_training(breakout: TaskSpec) -> None:
-    training, _ = _steps_to_first_end(tasks.make_env(breakout, training=True))
-    evaluation, lives = _steps_to_first_end(tasks.make_env(breakout))
+def test_a_lost_life_ends_the_episode_only_in_training(breakout_no_fire: TaskSpec) -> None:
+    training, _ = _steps_to_first_end(tasks.make_env(breakout_no_fire, training=True))
+    evaluation, lives = _steps_to_first_end(tasks.make_env(breakout_no_fire))
     assert lives == 0 and training < evaluation
+
+
+def _noop_episode(env: gym.Env, limit: int = 5_000) -> tuple[int, int, bool]:
+    """(steps, lives left, ended) of an episode where the policy only ever presses NOOP."""
+    env.reset(seed=3)
+    lives = 5
+    for step in range(1, limit + 1):
+        _, _, terminated, truncated, info = env.step(0)
+        lives = int(info["lives"])
+        if terminated or truncated:
+            return step, lives, True
+    return limit, lives, False
+
+
+def test_fire_reset_launches_every_ball_and_the_stack_shows_the_frames_after_it(
+    breakout: TaskSpec, breakout_no_fire: TaskSpec
+) -> None:
+    # Without FIRE the ball never launches: a NOOP policy's game does not move on; with it, every life's
+    # ball is launched and missed, so the game ends with all five lives lost.
+    assert _noop_episode(tasks.make_env(breakout_no_fire)) == (5_000, 5, False)
+    steps, lives, ended = _noop_episode(tasks.make_env(breakout))
+    assert ended and lives == 0 and steps < 5_000
+    # In training a lost life ends the episode, and the next reset launches the ball again.
+    env = tasks.make_env(breakout, training=True)
+    _, lives, ended = _noop_episode(env)
+    assert ended and lives == 4
+    obs, _ = env.reset(seed=4)
+    assert not np.array_equal(obs[-1], tasks.make_env(breakout_no_fire).reset(seed=4)[0][-1])
+
+
+def test_fire_reset_needs_a_game_with_fire() -> None:
+    with pytest.raises(ValueError, match="has no FIRE action"):
+        tasks.from_env("ALE/Freeway-v5", preprocess_steps=[{"op": "atari", "fire_reset": True}])
+    # Freeway's chicken only crosses the road: its default step leaves fire_reset off
+    freeway = tasks.from_env("ALE/Freeway-v5", episodes=1)
+    assert freeway.observation.preprocess[0]["fire_reset"] is False
 
 
 @pytest.mark.parametrize(
@@ -93,6 +135,7 @@ def test_a_lost_life_ends_the_episode_only_in_training(breakout: TaskSpec) -> No
         ({"op": "atari", "frame_skip": "4"}, "preprocess[0].frame_skip: expected an integer ≥ 1"),
         ({"op": "atari", "gray": True}, "unknown field(s) ['gray'] of op 'atari'"),
         ({"op": "resize"}, "preprocess[0].op: unknown preprocessing op 'resize'"),
+        ({"op": "atari", "fire_reset": 1}, "preprocess[0].fire_reset: expected true or false"),
     ],
 )
 def test_a_malformed_step_is_refused_by_name(step: dict, says: str) -> None:
