@@ -10,9 +10,11 @@ The student is the teacher's MLP family (``export.policies.modules.mlp_like``: s
 normalisation, squash and unscaling) with every hidden layer narrowed by one factor, the widest that
 keeps it within :data:`STUDENT_SHARE` of the parameters. A teacher that is only a graph (an ``onnx:``
 policy) gets a two-layer ReLU student of that budget, with its observations standardised by the
-calibration states' mean and variance and, for box actions, a tanh unscaled to the bounds. Fine-tuning
-reuses the pruning's loop and loss (``export.prune``): argmax policies keep the teacher's ranking, box
-policies its actions.
+calibration states' mean and variance and, for box actions, a tanh unscaled to the bounds. An image
+policy's student is its CNN with every channel count and hidden width scaled by one factor
+(``export.policies.modules.scaled_like``), trained from scratch on the frames. Fine-tuning reuses the
+pruning's loop and loss (``export.prune``): argmax policies keep the teacher's ranking, box policies its
+actions.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import copy
 import itertools
 import math
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -29,13 +32,16 @@ from torch import nn
 
 import tasks
 from export.onnx_export import torch_q_values
-from export.policies.modules import ObsNormalize, Unscale, fresh_layers, mlp_like, mlp_policy
+from export.policies.modules import ObsNormalize, Unscale, fresh_layers, mlp_like, mlp_policy, scaled_like
 from export.prune import (
-    FINETUNE_THREADS,
+    MLP_BUDGET,
+    Budget,
     Objective,
     action_objective,
     argmax_objective,
     fit_to_teacher,
+    hidden_widths,
+    policy_inputs,
     torch_threads,
 )
 from export.rollouts import rollout_states
@@ -52,6 +58,9 @@ LR = 3e-3
 """Adam's learning rate, cosine-annealed per round (as in pruning's fine-tuning)."""
 DAGGER_SEED = 1
 """Rollout seed of the student's own states (the calibration rollouts use the export's ``--seed``)."""
+CNN_DISTILL = Budget(steps=2000, batch=64, threads=2)
+"""A CNN student's training: it starts from scratch, unlike a pruned CNN (``export.prune.CNN_BUDGET``),
+but at a tenth of the teacher's parameters a step costs about a sixth of the teacher's."""
 
 
 def objective_for(task: TaskSpec) -> Objective:
@@ -86,50 +95,75 @@ def _scaled(hidden: list[int], n_in: int, n_out: int, budget: float) -> tuple[in
     return tuple(best)
 
 
+def cnn_student(
+    teacher: nn.Sequential, example: torch.Tensor, share: float = STUDENT_SHARE, seed: int = 0
+) -> nn.Sequential:
+    """The widest :func:`~export.policies.modules.scaled_like` copy of a CNN ``teacher`` (factor in
+    hundredths) with at most ``share`` of its parameters."""
+    budget = share * params_of(teacher)
+    for hundredths in range(100, 0, -1):
+        student = scaled_like(teacher, example, hundredths / 100, seed)
+        if params_of(student) <= budget:
+            return student
+    raise ValueError(
+        f"no CNN of the teacher's shape fits in {share:.0%} of its {params_of(teacher)} parameters"
+    )
+
+
 def distill_policy(
     teacher: nn.Sequential,
     task: TaskSpec,
     calib_obs: np.ndarray,
-    steps: int = DISTILL_STEPS,
+    steps: int | None = None,
     seed: int = 0,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train a student of :func:`student_widths` on the teacher's outputs; return it (eval) and info."""
+    """Train a student of :func:`student_widths` (:func:`cnn_student` for an image policy) on the
+    teacher's outputs; return it (eval) and info. ``steps`` defaults to :data:`DISTILL_STEPS`, a CNN's to
+    :data:`CNN_DISTILL`'s."""
     started = time.perf_counter()
     objective = objective_for(task)
-    if _is_chain(teacher):
-        widths = student_widths(teacher)
-    else:
-        n_in = int(np.prod(task.observation.shape))
-        n_out = int(np.prod(tasks.actions.expected_output_shape(task)))
-        widths = _scaled([GRAPH_STUDENT_WIDTH] * 2, n_in, n_out, STUDENT_SHARE * params_of(teacher))
-    with torch_threads(FINETUNE_THREADS), torch.inference_mode(False), torch.enable_grad():
+    own_tensor = policy_inputs(teacher, calib_obs)
+    cnn = own_tensor.ndim == 4  # frames: the student is a CNN too
+    budget = CNN_DISTILL if cnn else replace(MLP_BUDGET, steps=DISTILL_STEPS)
+    steps = budget.steps if steps is None else steps
+    with torch_threads(budget.threads), torch.inference_mode(False), torch.enable_grad():
         teacher = copy.deepcopy(teacher).eval().requires_grad_(False)
-        student = (
-            mlp_like(teacher, widths, seed=seed)
-            if _is_chain(teacher)
-            else graph_student(task, calib_obs, widths, seed)
-        )
+        if cnn:
+            student = cnn_student(teacher, own_tensor[:1], seed=seed)
+        elif _is_chain(teacher):
+            student = mlp_like(teacher, student_widths(teacher), seed=seed)
+        else:
+            n_in = int(np.prod(task.observation.shape))
+            n_out = int(np.prod(tasks.actions.expected_output_shape(task)))
+            widths = _scaled([GRAPH_STUDENT_WIDTH] * 2, n_in, n_out, STUDENT_SHARE * params_of(teacher))
+            student = graph_student(task, calib_obs, widths, seed)
         generator = torch.Generator().manual_seed(seed)
-        own = np.ascontiguousarray(calib_obs, dtype=np.float32).reshape(len(calib_obs), -1)
+        own = own_tensor.numpy()
         first, second = steps // 2, steps - steps // 2
-        fit_to_teacher(student, *_labelled(teacher, own), first, LR, objective, generator)
+        fit_args = (LR, objective, generator)
+        fit_to_teacher(student, *_labelled(teacher, own), first, *fit_args, batch=budget.batch)
         visited = rollout_states(
             task,
             lambda o: torch_q_values(student, o).reshape(len(o), -1),
             seed=seed + DAGGER_SEED,
             n_states=len(own),
         )
-        both = np.concatenate([own, visited])
-        fit_to_teacher(student, *_labelled(teacher, both), second, LR, objective, generator, keep_best=True)
+        both = np.concatenate(
+            [own, visited.astype(own.dtype, copy=False).reshape(len(visited), *own.shape[1:])]
+        )
+        fit_to_teacher(
+            student, *_labelled(teacher, both), second, *fit_args, keep_best=True, batch=budget.batch
+        )
     student.eval()
     info = {
         "method": "distillation on the teacher's rollouts, then one DAgger round on the student's",
-        "hidden_before": [m.out_features for m in teacher.modules() if isinstance(m, nn.Linear)][:-1] or None,
-        "hidden_after": list(widths),
+        "hidden_before": list(hidden_widths(teacher, teacher.out).values()) if _is_chain(teacher) else None,
+        "hidden_after": list(hidden_widths(student, student.out).values()),
         "params_before": params_of(teacher),
         "params_after": params_of(student),
         "states": {"teacher_rollouts": len(own), "student_rollouts": len(visited)},
         "steps": steps,
+        "batch": min(budget.batch, len(both)),
         "loss": objective.describe,
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -156,6 +190,6 @@ def graph_student(task: TaskSpec, calib_obs: np.ndarray, widths: tuple[int, ...]
 
 
 def _labelled(teacher: nn.Module, obs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32))
+    x = policy_inputs(teacher, obs)
     with torch.no_grad():
         return x, teacher(x)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -76,6 +77,30 @@ MAX_BATCH = 1024
 #: One thread: the networks and batches are tiny, and on a shared 2-core machine more threads oversubscribe
 #: the CPU (measured: ~6 ms per 256×256 step on one thread, 30–100 ms on two under load).
 FINETUNE_THREADS = 1
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much fine-tuning a network gets: Adam steps in all, minibatch rows, torch threads."""
+
+    steps: int
+    batch: int
+    threads: int
+
+
+#: An MLP's: the figures above.
+MLP_BUDGET = Budget(FINETUNE_STEPS, MAX_BATCH, FINETUNE_THREADS)
+#: A CNN's (NatureCNN on 4×84×84 frames, 9.4 M MACs a frame): one Adam step at batch 128 took 0.2 s on two
+#: threads here (0.5 s beside a training run), so the MLP's 3,000 steps of 1,024 rows would take hours.
+#: 64 rows and 600 steps are ~10 passes over the 4,096 calibration frames, from weights that already
+#: carry the teacher's features (pruning keeps the strongest channels).
+CNN_BUDGET = Budget(600, 64, 2)
+
+
+def budget_for(inputs: torch.Tensor) -> Budget:
+    """:data:`CNN_BUDGET` for a policy that takes frames (``[N, C, H, W]`` inputs), else :data:`MLP_BUDGET`
+    (the gridworld's own small CNN takes a flat observation and fine-tunes like an MLP)."""
+    return CNN_BUDGET if inputs.ndim == 4 else MLP_BUDGET
 
 
 @dataclass(frozen=True)
@@ -229,22 +254,40 @@ def masked_prune(
         raise ValueError(f"steps must be ≥ 0, got {steps}")
     if steps > 0 and calib_obs is None:
         raise ValueError("masked fine-tuning (steps > 0) needs calib_obs")
-    with torch_threads(FINETUNE_THREADS), torch.inference_mode(False), torch.enable_grad():
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no Linear layers to mask")
+    obs = None
+    if steps > 0 and calib_obs is not None:
+        obs = (
+            policy_inputs(model, calib_obs)
+            if config is None
+            else _calibration_tensor(calib_obs, _input_width(linears[0], config))
+        )
+    budget = MLP_BUDGET if obs is None else budget_for(obs)
+    with torch_threads(budget.threads), torch.inference_mode(False), torch.enable_grad():
         masked = copy.deepcopy(model)  # a normal (trainable) copy even under the caller's inference_mode
         linears = [m for m in masked.modules() if isinstance(m, nn.Linear)]
-        if not linears:
-            raise ValueError(f"{type(model).__name__} has no Linear layers to mask")
         params_before = count_params(masked)
         for layer in linears:
             torch_prune.l1_unstructured(layer, name="weight", amount=amount)
-        if steps > 0 and calib_obs is not None:
-            obs = _calibration_tensor(calib_obs, _input_width(linears[0], config))
+        if obs is not None:
             teacher = copy.deepcopy(model).eval().requires_grad_(False)
             with torch.no_grad():
                 target = teacher(obs)
             generator = torch.Generator().manual_seed(seed)
             objective = objective or argmax_objective()
-            fit_to_teacher(masked, obs, target, steps, MASKED_LR, objective, generator, keep_best=True)
+            fit_to_teacher(
+                masked,
+                obs,
+                target,
+                steps,
+                MASKED_LR,
+                objective,
+                generator,
+                keep_best=True,
+                batch=budget.batch,
+            )
         for layer in linears:
             torch_prune.remove(layer, "weight")
     masked.eval()
@@ -270,35 +313,43 @@ def prune_policy(
     ratio: float,
     calib_obs: np.ndarray,
     objective: Objective,
-    steps: int = FINETUNE_STEPS,
+    steps: int | None = None,
     iterative_steps: int = 5,
     lr: float = 3e-3,
     seed: int = 0,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """:func:`structured_prune` for a policy source's MLP (``export.policies.modules.mlp_policy``).
+    """:func:`structured_prune` for a policy source's network (``export.policies.modules.mlp_policy``,
+    a NatureCNN trunk before it for an image policy).
 
-    Such a module has no :class:`NetConfig`; its hidden widths are those of every Linear but ``.out``,
-    which is kept whole, like whatever surrounds the layers (observation normalisation, tanh, unscaling:
-    they act on the input and output widths, which pruning never touches). Fine-tuning pulls the pruned
-    network towards the unpruned one's outputs on ``calib_obs`` by ``objective``. Returns the pruned
-    module in eval mode and an info dict (params/MACs and widths before and after).
+    Such a module has no :class:`NetConfig`; its prunable widths are every Conv2d's channels and every
+    Linear's outputs but ``.out``, which is kept whole, like whatever surrounds the layers (observation
+    normalisation or image scaling, tanh, unscaling: they act on the input and output widths, which pruning
+    never touches). Fine-tuning pulls the pruned network towards the unpruned one's outputs on
+    ``calib_obs`` (flat float32 states, or an image policy's uint8 frames) by ``objective``; ``steps``
+    defaults to the network's :func:`budget_for`. Returns the pruned module in eval mode and an info dict
+    (params/MACs and widths before and after).
     """
     ratio = _check_fraction("ratio", ratio)
     out = _output_layer(model)
-    first = next(m for m in model.modules() if isinstance(m, nn.Linear))
-    obs = _calibration_tensor(calib_obs, first.in_features)
-    before = _hidden_widths(model, out)
+    obs = policy_inputs(model, calib_obs)
+    before = hidden_widths(model, out)
     if not before:
-        raise ValueError(f"{type(model).__name__} has no hidden Linear layer to prune (only `.out`)")
+        raise ValueError(f"{type(model).__name__} has no hidden layer to prune (only `.out`)")
     expected = _expected_widths(before, ratio)
-    student, counts, elapsed = _prune_rounds(model, obs, ratio, steps, iterative_steps, lr, objective, seed)
-    after = _check_widths(before, _hidden_widths(student, student.out), expected)
+    budget = budget_for(obs)
+    steps = budget.steps if steps is None else steps
+    student, counts, elapsed = _prune_rounds(
+        model, obs, ratio, steps, iterative_steps, lr, objective, seed, budget
+    )
+    after = _check_widths(before, hidden_widths(student, student.out), expected)
     info = {
         **counts,
         "ratio": ratio,
         "hidden_before": list(before.values()),
         "hidden_after": list(after.values()),
+        "layers": list(before),
         "finetune_steps": steps,
+        "finetune_batch": min(budget.batch, len(obs)),
         "finetune_loss": objective.describe,
         "seconds": round(elapsed, 3),
     }
@@ -314,15 +365,16 @@ def _prune_rounds(
     lr: float,
     objective: Objective,
     seed: int,
+    budget: Budget = MLP_BUDGET,
 ) -> tuple[nn.Module, dict[str, int], float]:
     """A pruned, fine-tuned copy of ``model`` (``.out`` kept), its params/MACs before and after, and the
     seconds it took."""
     started = time.perf_counter()
     # Everything that creates tensors runs with autograd on: torch-pruning traces its dependency graph
     # through autograd (PITFALLS.md), and copies made under the caller's inference_mode could never train.
-    with torch_threads(FINETUNE_THREADS), torch.inference_mode(False), torch.enable_grad():
+    with torch_threads(budget.threads), torch.inference_mode(False), torch.enable_grad():
         obs = obs.clone()
-        example = torch.zeros(1, obs.shape[1], dtype=torch.float32)
+        example = torch.zeros_like(obs[:1])  # the model's own input: flat float32 or uint8 frames
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
         student = copy.deepcopy(model)
         macs_before, params_before = tp.utils.count_ops_and_params(student, example)
@@ -341,7 +393,9 @@ def _prune_rounds(
         for i, n in enumerate(rounds):
             pruner.step()
             last = i == len(rounds) - 1
-            fit_to_teacher(student, obs, target, n, lr, objective, generator, keep_best=last)
+            fit_to_teacher(
+                student, obs, target, n, lr, objective, generator, keep_best=last, batch=budget.batch
+            )
     student.eval()
     macs_after, params_after = tp.utils.count_ops_and_params(student, example)
     counts = {
@@ -406,6 +460,7 @@ def fit_to_teacher(
     objective: Objective,
     generator: torch.Generator,
     keep_best: bool = False,
+    batch: int = MAX_BATCH,
 ) -> None:
     """Adam on ``objective.loss`` against the teacher's outputs ``target``, cosine-annealed to
     ``lr · FINAL_LR_FACTOR``.
@@ -414,7 +469,7 @@ def fit_to_teacher(
     the greedy action flips where two Q-values lie ~0.1 apart, and a constant learning rate keeps
     jittering around that precision. With ``keep_best`` the student ends with the weights that scored best
     (``objective.score`` on ``obs``; at the start, every :data:`SNAPSHOT_EVERY` steps and at the end; the
-    later snapshot wins a tie).
+    later snapshot wins a tie). Each step takes ``batch`` rows sampled from ``obs`` (all of them if fewer).
     """
     if steps == 0:
         return
@@ -431,8 +486,8 @@ def fit_to_teacher(
     )
     n = len(obs)
     for step in range(steps):
-        if n > MAX_BATCH:
-            idx = torch.randint(n, (MAX_BATCH,), generator=generator)
+        if n > batch:
+            idx = torch.randint(n, (batch,), generator=generator)
             x, y = obs[idx], target[idx]
         else:
             x, y = obs, target
@@ -494,17 +549,38 @@ def _widths(model: nn.Module) -> dict[str, int]:
     return widths
 
 
-def _hidden_widths(model: nn.Module, out: nn.Linear) -> dict[str, int]:
-    """Output widths of every Linear except ``out``, keyed by module path, in order."""
-    return {
-        name: m.out_features for name, m in model.named_modules() if isinstance(m, nn.Linear) and m is not out
-    }
+def hidden_widths(model: nn.Module, out: nn.Linear) -> dict[str, int]:
+    """Channels of every Conv2d and output width of every Linear except ``out``, keyed by module path, in
+    order."""
+    widths = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            widths[name] = m.out_channels
+        elif isinstance(m, nn.Linear) and m is not out:
+            widths[name] = m.out_features
+    return widths
 
 
 def _input_width(first: nn.Linear, config: NetConfig | None) -> int:
     """Features per observation: the config's (a CNN's first Linear sits after the conv), else the first
     Linear's inputs."""
     return first.in_features if config is None else config.obs_dim
+
+
+def policy_inputs(model: nn.Module, calib_obs: np.ndarray) -> torch.Tensor:
+    """``calib_obs`` as the policy module takes it: an image policy's frames as they are (uint8
+    ``[N, C, H, W]``, scaled inside the module), anything else flat float32 ``[N, features]``."""
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+    obs = np.asarray(calib_obs)
+    if first is None:  # a graph (an onnx: policy's module): it takes the flat observation
+        return _calibration_tensor(obs, math.prod(obs.shape[1:]))
+    if isinstance(first, nn.Linear):
+        return _calibration_tensor(obs, first.in_features)
+    if obs.ndim != 4 or obs.shape[0] == 0:
+        raise ValueError(
+            f"calib_obs of an image policy must be its frames [N, C, H, W] (N ≥ 1), got shape {obs.shape}"
+        )
+    return torch.from_numpy(np.ascontiguousarray(obs))
 
 
 def _calibration_tensor(calib_obs: np.ndarray, obs_dim: int) -> torch.Tensor:
@@ -539,12 +615,16 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 __all__ = [
+    "CNN_BUDGET",
     "FINETUNE_STEPS",
+    "MLP_BUDGET",
     "Q_MSE_WEIGHT",
     "TEMPERATURE",
+    "Budget",
     "Objective",
     "action_objective",
     "argmax_objective",
+    "budget_for",
     "distillation_loss",
     "finetune_schedule",
     "masked_prune",

@@ -1,4 +1,5 @@
-"""Torch-level sources of the variants: the float policy, pruned/masked copies of it, the distilled student.
+"""Torch-level sources of the variants: the float policy, pruned/masked copies of it, the distilled student,
+and a copy with 1-bit weights (``export.binarize``).
 
 Each source is built once per export (``pruned-50`` feeds both ``pruned-50`` and ``pruned-50-int8``) and
 never modifies the float policy, which stays the reference every gate compares against.
@@ -7,6 +8,7 @@ never modifies the float policy, which stays the reference every gate compares a
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -74,6 +76,9 @@ class SourceContext:
     """A policy source's task (``export.task_export``): its pruned copies are fine-tuned by the task's
     objective and its student is distilled here (``export.policy_distill``); None for the gridworld's
     NeuroQuant checkpoint, whose student comes from ``make distill``."""
+    finetune_steps: int | None = None
+    """A policy source's fine-tuning steps for every derived network (``--finetune-steps``); None: each
+    network's own budget (``export.prune.budget_for``)."""
 
 
 def nonzero_params(model: nn.Module) -> int:
@@ -103,7 +108,9 @@ def _pruned(ratio: float, ctx: SourceContext) -> SourceModel:
     if base.config is None:
         if ctx.task is None:
             raise SourceUnavailable("pruning a module without a NeuroQuant config needs its task")
-        model, info = prune_policy(base.model, ratio, ctx.calib_obs, _objective(ctx), seed=ctx.seed)
+        model, info = prune_policy(
+            base.model, ratio, ctx.calib_obs, _objective(ctx), steps=ctx.finetune_steps, seed=ctx.seed
+        )
         return _derived(ctx, model, None, {"method": "structured", **info})
     model, config, info = structured_prune(
         copy.deepcopy(base.model), base.config, ratio, ctx.calib_obs, seed=ctx.seed
@@ -112,15 +119,16 @@ def _pruned(ratio: float, ctx: SourceContext) -> SourceModel:
 
 
 def _masked(amount: float, ctx: SourceContext) -> SourceModel:
-    from export.prune import masked_prune
+    from export.prune import CNN_BUDGET, masked_prune
 
     base = ctx.float_source
+    frames = np.asarray(ctx.calib_obs).ndim == 4  # an image policy's: a CNN fine-tunes on its own budget
     model, config, info = masked_prune(
         copy.deepcopy(base.model),
         base.config,
         amount,
         calib_obs=ctx.calib_obs,
-        steps=MASKED_FINETUNE_STEPS,
+        steps=ctx.finetune_steps or (CNN_BUDGET.steps if frames else MASKED_FINETUNE_STEPS),
         seed=ctx.seed,
         objective=_objective(ctx),
     )
@@ -135,11 +143,30 @@ def _objective(ctx: SourceContext) -> Any:
     return None if ctx.task is None else objective_for(ctx.task)
 
 
+def _binary(ctx: SourceContext) -> SourceModel:
+    from export.binarize import binarize
+    from export.prune import argmax_objective, policy_inputs
+
+    base = ctx.float_source
+    if base.config is None:
+        inputs = policy_inputs(base.model, ctx.calib_obs)
+    else:
+        inputs = torch.from_numpy(np.ascontiguousarray(ctx.calib_obs, dtype=np.float32)).reshape(
+            len(ctx.calib_obs), base.config.obs_dim
+        )
+    objective = _objective(ctx) or argmax_objective()
+    model, info = binarize(base.model, inputs, objective, steps=ctx.finetune_steps, seed=ctx.seed)
+    config = base.config and dataclasses.replace(base.config, extra={**base.config.extra, "binary": True})
+    return _derived(ctx, model, config, info)
+
+
 def _distilled(ctx: SourceContext) -> SourceModel:
     if ctx.distilled is None and ctx.task is not None:
         from export.policy_distill import distill_policy
 
-        model, info = distill_policy(ctx.float_source.model, ctx.task, ctx.calib_obs, seed=ctx.seed)
+        model, info = distill_policy(
+            ctx.float_source.model, ctx.task, ctx.calib_obs, steps=ctx.finetune_steps, seed=ctx.seed
+        )
         ctx.distilled = _derived(ctx, model, None, info)
     if ctx.distilled is None:
         raise SourceUnavailable(NO_DISTILLED)
@@ -151,6 +178,7 @@ SOURCES: dict[str, Callable[[SourceContext], SourceModel]] = {
     **{f"pruned-{pct}": partial(_pruned, pct / 100) for pct in (30, 50, 70)},
     "masked-50": partial(_masked, 0.5),
     "distilled": _distilled,
+    "binary": _binary,
 }
 
 

@@ -34,6 +34,7 @@ VARIANTS: dict[str, Variant] = {
         Variant("distilled", "distilled", "fp32"),
         Variant("distilled-int8", "distilled", "int8-static"),
         Variant("pruned-50-int8", "pruned-50", "int8-static"),
+        Variant("binary", "binary", "fp32"),
     )
 }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
@@ -162,6 +163,46 @@ def mlp_like(model: nn.Sequential, widths: Sequence[int], seed: int = 0) -> nn.S
     activation = model.get_submodule("act0") if hidden else None
     sizes = [model.get_submodule(hidden[0] if hidden else "out").in_features, *widths, model.out.out_features]
     return mlp_policy(fresh_layers(sizes, seed), lambda: copy.deepcopy(activation), before, after)
+
+
+def scaled_like(model: nn.Sequential, example: torch.Tensor, factor: float, seed: int = 0) -> nn.Sequential:
+    """A freshly initialised copy of ``model``'s layer chain with every hidden width scaled by ``factor``.
+
+    Each Conv2d keeps its kernel and stride and gets ``floor(channels · factor)`` channels (at least 1),
+    each Linear but ``out`` ``floor(features · factor)`` outputs; the inputs follow from the layer before
+    (the first Linear after a Flatten from the new channels, found by running ``example`` through), and
+    ``out`` keeps the action width. Parameter-free children (image scaling, activations, Flatten, squash)
+    are copied. A CNN student for distillation; init is torch's default under ``manual_seed(seed)``.
+    """
+    if not isinstance(getattr(model, "out", None), nn.Linear):
+        raise ValueError(f"scaled_like needs a Sequential with an `.out` Linear, got {type(model).__name__}")
+    children: list[tuple[str, nn.Module]] = []
+    x = example
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for name, child in model.named_children():
+            if isinstance(child, nn.Conv2d):
+                width = max(1, math.floor(child.out_channels * factor))
+                new: nn.Module = nn.Conv2d(
+                    x.shape[1],
+                    width,
+                    child.kernel_size,
+                    child.stride,
+                    child.padding,
+                    bias=child.bias is not None,
+                )
+            elif isinstance(child, nn.Linear):
+                width = (
+                    child.out_features if name == "out" else max(1, math.floor(child.out_features * factor))
+                )
+                new = nn.Linear(x.shape[-1], width, bias=child.bias is not None)
+            elif any(True for _ in child.parameters()):
+                raise ValueError(f"scaled_like cannot scale layer {name!r} ({type(child).__name__})")
+            else:
+                new = copy.deepcopy(child)
+            children.append((name, new))
+            x = new(x)
+    return nn.Sequential(OrderedDict(children)).eval()
 
 
 def fresh_layers(sizes: Sequence[int], seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -634,10 +634,4 @@ def load_sb3(
         "normalization": normalization,
         "params": sum(p.numel() for p in model.parameters()),
     }
-    underivable = (
-        "pruned and distilled networks are made from MLP policies only so far; a CnnPolicy's quantized "
-        "variants are built"
-        if trunk is not None
-        else None
-    )
-    return LoadedPolicy(model, task, KIND, str(path), file_sha256(path), info, underivable)
+    return LoadedPolicy(model, task, KIND, str(path), file_sha256(path), info)
