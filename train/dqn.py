@@ -303,14 +303,19 @@ def step_vector_env(
     return next_obs, real_next, rewards, terminated
 
 
-def train_dqn(config: DQNConfig) -> DQNResult:
-    """Run online DQN as configured, writing checkpoints and logs under ``config.out``."""
+def start_run(config: DQNConfig) -> tuple[np.random.Generator, Path]:
+    """Threads and seeds set, the output folder made with ``config.json`` in it; the run's rng and folder."""
     configure_torch(config.threads)
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", {"stage": "dqn", **asdict(config)})
+    return np.random.default_rng(config.seed), out
+
+
+def train_dqn(config: DQNConfig) -> DQNResult:
+    """Run online DQN as configured, writing checkpoints and logs under ``config.out``."""
+    rng, out = start_run(config)
 
     env = GridWorldVectorEnv(
         config.num_envs,

@@ -42,7 +42,6 @@ import tasks
 from common.fileio import atomic_write, atomic_write_json
 from tasks import preprocess
 from train.per import LinearSchedule, make_buffer
-from train.trainer import configure_torch
 
 if TYPE_CHECKING:
     from train.dqn import DQNConfig
@@ -123,17 +122,12 @@ def train_dqn_task(config: DQNConfig) -> TaskDQNResult:
     """Run Double DQN on ``config.env``; write ``best.safetensors``, ``q_network.json``, ``summary.json``."""
     from safetensors.torch import save_file
 
-    from train.dqn import DoubleDQN, epsilon_at
+    from train.dqn import DoubleDQN, epsilon_at, start_run
 
     spec = tasks.from_env(config.env, episodes=max(2, config.eval_episodes))
     if spec.action.kind != "discrete":
         raise ValueError(f"--env {config.env}: DQN needs discrete actions, the task's are {spec.action.kind}")
-    configure_torch(config.threads)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", {"stage": "dqn", **asdict(config)})
+    rng, out = start_run(config)
 
     shape, dtype = tasks.model_input(spec)
     hidden = (512,) if len(shape) == 3 else config.hidden
