@@ -21,7 +21,7 @@ STUDENT_DIR ?= runs/distilled
 # The step budget and the one torch thread are the trainer's defaults (40k steps).
 TRAIN_FLAGS ?= --no-progress
 
-.PHONY: help setup browser run test test-fast test-portable lint collect viz train distill zoo export edge bench bench-env report clean
+.PHONY: help setup browser run test test-fast test-portable lint collect viz train distill zoo per-vs-uniform export edge bench bench-env report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -57,6 +57,19 @@ ZOO_FLAGS ?=
 
 zoo: $(STAMP)  ## train a Stable-Baselines3 policy into runs/zoo/<TASK>/ (make zoo TASK=cartpole|lunarlander|pendulum|halfcheetah|breakout)
 	$(PY) -m train.zoo --task "$(TASK)" $(ZOO_FLAGS)
+
+GAME ?= ALE/Breakout-v5
+DQN_STEPS ?= 100000
+DQN_OUT = runs/dqn/$(shell echo '$(GAME)' | sed 's|.*/||; s|-v[0-9]*$$||' | tr A-Z a-z)
+# Atari DQN settings (Mnih et al. 2015, scaled to the budget): one update per 4 transitions, target copied
+# every 1,000 updates, ε decaying with an e-folding time of 20k transitions.
+DQN_FLAGS ?= --num-envs 4 --lr 1e-4 --batch-size 32 --buffer-size 50000 --learning-starts 5000 \
+	--target-update 1000 --eps-decay 20000 --eval-every 10000 --eval-episodes 5 --threads 1
+per-vs-uniform: $(STAMP)  ## Double DQN with prioritized vs uniform replay, side by side on GAME (one core each), and their return curves
+	$(PY) -m train.dqn --env "$(GAME)" --steps $(DQN_STEPS) $(DQN_FLAGS) --out $(DQN_OUT)-uniform & pid=$$!; \
+	$(PY) -m train.dqn --env "$(GAME)" --steps $(DQN_STEPS) $(DQN_FLAGS) --out $(DQN_OUT)-per --per \
+		|| { wait $$pid; exit 1; }; wait $$pid
+	$(PY) -m train.dqn_compare $(DQN_OUT)-uniform $(DQN_OUT)-per --out $(DQN_OUT)-per-vs-uniform.png
 
 viz: $(STAMP)  ## redraw the dataset plots
 	$(PY) -m train.viz $(DATASET)

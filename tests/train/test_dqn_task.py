@@ -59,3 +59,25 @@ def test_q_network_of_a_vector_task_is_an_mlp() -> None:
 def test_continuous_actions_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="DQN needs discrete actions"):
         main(["--env", "Pendulum-v1", "--steps", "10", "--out", str(tmp_path / "x")])
+
+
+def test_the_comparison_plots_both_runs_and_refuses_a_folder_that_is_not_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from train.dqn_compare import main as compare
+    from train.dqn_compare import moving_mean
+
+    np.testing.assert_allclose(moving_mean(np.array([1.0, 3.0, 5.0, 7.0]), 2), [1, 2, 4, 6])
+    folders = []
+    for per in (False, True):
+        out = tmp_path / f"run-{per}"
+        argv = ["--env", "CartPole-v1", "--steps", "300", "--eval-every", "150", "--eval-episodes", "2"]
+        assert main([*argv, *SHORT, "--out", str(out), *(["--per"] if per else [])]) == 0
+        folders.append(str(out))
+    png = tmp_path / "curves.png"
+    assert compare([*folders, "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert "uniform replay: " in printed and "prioritized replay: " in printed
+    assert compare([str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
+    assert "not a finished train.dqn run" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
