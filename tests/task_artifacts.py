@@ -75,7 +75,7 @@ def task_manifest(
     artifacts take its uint8 frames (``weight`` is then ignored: see :func:`image_model`)."""
     task = from_env(env_id, episodes=episodes)
     image = task.observation.dtype == "uint8"
-    backends = ["onnxruntime"] if image else ["onnxruntime", "numpy"]  # numpy runs float MLP graphs only
+    backends = ["onnxruntime", "numpy"]
     entries = []
     for variant, (weight, bias) in models.items():
         (root / variant).mkdir(parents=True)

@@ -182,3 +182,84 @@ def test_dynamo_exporter_output_runs(tmp_path: Path) -> None:
     with torch.inference_mode():
         want = net(x).numpy()
     np.testing.assert_allclose(backend.infer(x.numpy()), want, atol=1e-5)
+
+
+def _cnn_graph(tmp_path: Path, group: int = 1) -> tuple[Path, dict[str, np.ndarray]]:
+    """uint8 frames [N, 2, 9, 9] → Cast, ÷255, Conv 3×3/2 pad 1 + Relu, Conv 2×2/1 + Relu, Flatten, Gemm +
+    Relu, Gemm: an image policy's graph in miniature (the SB3 CnnPolicy's ops, padding as the gridworld's)."""
+    rng = np.random.default_rng(0)
+    w = {
+        "k1": rng.normal(size=(4, 2 // group, 3, 3)).astype(np.float32),
+        "c1": rng.normal(size=4).astype(np.float32),
+        "k2": rng.normal(size=(3, 4, 2, 2)).astype(np.float32),
+        "c2": rng.normal(size=3).astype(np.float32),
+        "w1": rng.normal(size=(8, 3 * 4 * 4)).astype(np.float32),
+        "b1": rng.normal(size=8).astype(np.float32),
+        "w2": rng.normal(size=(5, 8)).astype(np.float32),
+        "b2": rng.normal(size=5).astype(np.float32),
+        "s": np.array(255.0, np.float32),
+    }
+    nodes = [
+        helper.make_node("Cast", ["obs"], ["x"], to=TensorProto.FLOAT),
+        helper.make_node("Div", ["x", "s"], ["xs"]),
+        helper.make_node("Conv", ["xs", "k1", "c1"], ["y1"], strides=[2, 2], pads=[1, 1, 1, 1], group=group),
+        helper.make_node("Relu", ["y1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "k2", "c2"], ["y2"], strides=[1, 1]),
+        helper.make_node("Relu", ["y2"], ["r2"]),
+        helper.make_node("Flatten", ["r2"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "w1", "b1"], ["h"], transB=1),
+        helper.make_node("Relu", ["h"], ["hr"]),
+        helper.make_node("Gemm", ["hr", "w2", "b2"], ["q"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "cnn",
+        [helper.make_tensor_value_info("obs", TensorProto.UINT8, ["N", 2, 9, 9])],
+        [helper.make_tensor_value_info("q", TensorProto.FLOAT, ["N", 5])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in w.items()],
+    )
+    path = tmp_path / "cnn.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what onnxruntime reads (the onnx package writes newer ones by default)
+    onnx.save(model, str(path))
+    return path, w
+
+
+def _direct_conv(x: np.ndarray, k: np.ndarray, c: np.ndarray, stride: int, pad: int) -> np.ndarray:
+    """Convolution by its definition, one output at a time (float64)."""
+    x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))).astype(np.float64)
+    n, _, h, w = x.shape
+    out, _, kh, kw = k.shape
+    ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
+    y = np.zeros((n, out, ho, wo))
+    for i in range(ho):
+        for j in range(wo):
+            patch = x[:, :, i * stride : i * stride + kh, j * stride : j * stride + kw]
+            y[:, :, i, j] = np.einsum("nchw,ochw->no", patch, k) + c
+    return y
+
+
+def test_a_cnn_policy_runs_on_uint8_frames_as_its_definition_says(tmp_path: Path) -> None:
+    path, w = _cnn_graph(tmp_path)
+    frames = np.random.default_rng(1).integers(0, 256, size=(6, 2, 9, 9), dtype=np.uint8)
+    r1 = np.maximum(_direct_conv(frames / 255.0, w["k1"], w["c1"], 2, 1), 0)
+    r2 = np.maximum(_direct_conv(r1, w["k2"], w["c2"], 1, 0), 0).reshape(6, -1)
+    expected = np.maximum(r2 @ w["w1"].T + w["b1"], 0) @ w["w2"].T + w["b2"]
+    backend = NumpyBackend(path, 2 * 9 * 9, 5, {}, (2, 9, 9), "uint8")
+    backend.load()
+    np.testing.assert_allclose(backend.infer(frames), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(backend.infer_one(frames[2]), expected[2], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"expected observations \[N, 2, 9, 9\]"):
+        backend.infer(frames.reshape(6, -1))
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(backend.infer(frames), session.run(None, {"obs": frames})[0], atol=1e-4)
+
+
+def test_a_cnn_that_does_not_fit_the_frames_or_uses_groups_is_refused(tmp_path: Path) -> None:
+    path, _ = _cnn_graph(tmp_path)
+    with pytest.raises(ValueError, match=r"do not take observations of shape \[2, 5, 5\]|takes observations"):
+        NumpyBackend(path, 2 * 5 * 5, 5, {}, (2, 5, 5), "uint8").load()
+    grouped, _ = _cnn_graph(tmp_path, group=2)
+    with pytest.raises(OnnxReadError, match="Conv with groups or dilation"):
+        NumpyBackend(grouped, 2 * 9 * 9, 5, {}, (2, 9, 9), "uint8").load()
