@@ -16,9 +16,9 @@ float ``Cast`` and ``Identity`` nodes, with constant weights (fp32, fp64 or fp16
 computed in fp32). Before the first affine layer, a convolutional trunk (:class:`Trunk`): ``Cast`` of
 uint8 frames, ``Div``/``Mul`` by a scalar (an image policy's 1/255), ``Reshape``, ``Conv`` (no groups or
 dilation) each optionally followed by ``Relu``, then ``Flatten``: NatureCNN, each conv one im2col matmul
-(0.66 ms a Breakout frame against onnxruntime's 0.37 here, with OpenBLAS on one thread as the benchmarks run
-it; left to its threads beside another busy process, OpenBLAS took 47 ms). Quantized graphs (QDQ, integer matmuls) and anything
-branching are refused with the list of supported ops.
+(0.66 ms a Breakout frame against onnxruntime's 0.37 here, with OpenBLAS on one thread as the benchmarks
+run it; left to its threads beside another busy process, OpenBLAS took 47 ms). Quantized graphs (QDQ,
+integer matmuls) and anything branching are refused with the list of supported ops.
 """
 
 from __future__ import annotations

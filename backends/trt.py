@@ -15,6 +15,7 @@ runtime side needs. cuda-python moved its runtime module from ``cuda.cudart`` to
 from __future__ import annotations
 
 import ctypes
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -55,6 +56,18 @@ def _check(cudart: Any, result: Any, what: str) -> Any:
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)
+
+
+def io_problem(
+    in_shape: tuple[int, ...], out_shape: tuple[int, ...], input_shape: tuple[int, ...], n_actions: int
+) -> str | None:
+    """What is wrong with an engine's input/output shapes (batch first, -1 when dynamic) for observations of
+    ``input_shape`` and ``n_actions`` outputs, or None. Without TensorRT, so it is tested everywhere."""
+    if len(in_shape) != 1 + len(input_shape) or tuple(in_shape[1:]) != tuple(input_shape):
+        return f"input has shape {list(in_shape)}, expected [N, {', '.join(map(str, input_shape))}]"
+    if len(out_shape) != 2 or out_shape[1] != n_actions:
+        return f"output has shape {list(out_shape)}, expected [N, {n_actions}]"
+    return None
 
 
 class TensorRTBackend(Backend):
@@ -106,15 +119,9 @@ class TensorRTBackend(Backend):
             tuple(engine.get_tensor_shape(self._in)),
             tuple(engine.get_tensor_shape(self._out)),
         )
-        if len(in_shape) != 2 or in_shape[1] != self.obs_dim:
-            raise ValueError(
-                f"{self.path}: engine input {self._in!r} has shape {in_shape}, expected [N, {self.obs_dim}]"
-            )
-        if len(out_shape) != 2 or out_shape[1] != self.n_actions:
-            raise ValueError(
-                f"{self.path}: engine output {self._out!r} has shape {out_shape}, "
-                f"expected [N, {self.n_actions}]"
-            )
+        problem = io_problem(in_shape, out_shape, self.input_shape, self.n_actions)
+        if problem:
+            raise ValueError(f"{self.path}: engine {problem}")
         self._in_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self._in)))
         self._out_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self._out)))
         if in_shape[0] == -1:  # dynamic batch: the optimization profile bounds it
@@ -129,12 +136,13 @@ class TensorRTBackend(Backend):
                 f"{self.path}: could not create a TensorRT execution context (out of GPU memory?)"
             )
         self._stream = _check(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
-        self._d_in = self._device_alloc(self.max_batch * self.obs_dim * self._in_dtype.itemsize)
+        self._in_size = math.prod(self.input_shape)  # values in one observation: obs_dim, or C·H·W frames
+        self._d_in = self._device_alloc(self.max_batch * self._in_size * self._in_dtype.itemsize)
         self._d_out = self._device_alloc(self.max_batch * self.n_actions * self._out_dtype.itemsize)
         self.context.set_tensor_address(self._in, self._d_in)
         self.context.set_tensor_address(self._out, self._d_out)
         # Pinned host staging buffers: async copies from pageable memory silently become synchronous.
-        self._h_in = self._pinned(self.max_batch * self.obs_dim, self._in_dtype)
+        self._h_in = self._pinned(self.max_batch * self._in_size, self._in_dtype)
         self._h_out = self._pinned(self.max_batch * self.n_actions, self._out_dtype)
         self._batch = 0
         self._set_batch(1)
@@ -156,8 +164,9 @@ class TensorRTBackend(Backend):
             return
         if n > self.max_batch:
             raise ValueError(f"batch {n} exceeds the engine's maximum batch {self.max_batch}")
-        if self._dynamic and not self.context.set_input_shape(self._in, (n, self.obs_dim)):
-            raise ValueError(f"TensorRT refused input shape ({n}, {self.obs_dim}) for this engine's profile")
+        shape = (n, *self.input_shape)
+        if self._dynamic and not self.context.set_input_shape(self._in, shape):
+            raise ValueError(f"TensorRT refused input shape {shape} for this engine's profile")
         if not self._dynamic and n != self.max_batch:
             raise ValueError(f"this engine has a static batch of {self.max_batch}, got {n}")
         self._batch = n
@@ -166,7 +175,7 @@ class TensorRTBackend(Backend):
         cudart, stream = self._cudart, self._stream
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         in_bytes, out_bytes = (
-            n * self.obs_dim * self._in_dtype.itemsize,
+            n * self._in_size * self._in_dtype.itemsize,
             n * self.n_actions * self._out_dtype.itemsize,
         )
         _check(
@@ -185,9 +194,7 @@ class TensorRTBackend(Backend):
         return self._h_out[: n * self.n_actions].reshape(n, self.n_actions).astype(np.float32)
 
     def infer(self, obs: np.ndarray) -> np.ndarray:
-        x = np.asarray(obs)
-        if x.ndim != 2 or x.shape[1] != self.obs_dim:
-            raise ValueError(f"expected observations [N, {self.obs_dim}], got shape {x.shape}")
+        x = self.as_input(obs)  # [N, *input_shape] of the manifest's dtype, or a ValueError naming both
         results = []
         for start in range(0, len(x), self.max_batch):  # chunks keep a large batch within the profile
             chunk = x[start : start + self.max_batch]
@@ -198,7 +205,7 @@ class TensorRTBackend(Backend):
 
     def infer_one(self, obs: np.ndarray) -> np.ndarray:
         self._set_batch(1)
-        self._h_in[: self.obs_dim] = obs
+        self._h_in[: self._in_size] = np.asarray(obs).reshape(-1)
         return self._run(1)[0]
 
     def close(self) -> None:

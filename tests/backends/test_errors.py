@@ -304,3 +304,23 @@ def test_unknown_variant_lists_the_variants(tmp_path: Path) -> None:
         ManifestError, match=r"variant 'float' runs on backend 'openvino'.*float/onnx \(numpy\)"
     ):
         m.for_backend("float", "openvino")
+
+
+@pytest.mark.parametrize(
+    ("in_shape", "out_shape", "problem"),
+    [
+        ((-1, 4, 84, 84), (-1, 4), None),  # an Atari CNN's engine, dynamic batch
+        ((8, 4, 84, 84), (8, 4), None),  # static batch
+        ((-1, 28224), (-1, 4), "input has shape [-1, 28224], expected [N, 4, 84, 84]"),
+        ((-1, 4, 84, 84), (-1, 6), "output has shape [-1, 6], expected [N, 4]"),
+    ],
+)
+def test_a_tensorrt_engines_io_is_checked_against_the_frames_it_takes(
+    in_shape: tuple[int, ...], out_shape: tuple[int, ...], problem: str | None
+) -> None:
+    """The TensorRT backend's shape check, which needs no GPU: an engine takes the manifest's observations
+    ``[N, *input_shape]`` (uint8 frames for an image policy), not a flat vector."""
+    from backends.trt import io_problem
+
+    assert io_problem(in_shape, out_shape, (4, 84, 84), 4) == problem
+    assert io_problem((-1, 6), (-1, 3), (6,), 3) is None
