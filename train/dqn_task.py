@@ -191,6 +191,14 @@ def train_dqn_task(config: DQNConfig) -> TaskDQNResult:
                 row = {"step": transitions, "mean_return": ev.mean_return, "ci95": list(ev.ci95)}
                 evaluations.append({**row, "episodes": ev.episodes})
                 bar.set_postfix(eval=f"{ev.mean_return:.1f}", refresh=False)
+                if bar.disable:  # a background run (no terminal): one line per evaluation instead of a bar
+                    elapsed = time.perf_counter() - start
+                    print(
+                        f"{transitions} transitions, {elapsed:.0f} s: greedy return {ev.mean_return:.2f} "
+                        f"[{ev.ci95[0]:.2f}, {ev.ci95[1]:.2f}]",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 if best is None or ev.mean_return > best["mean_return"]:
                     best, best_step = row, transitions
                     weights = {k: v.contiguous() for k, v in agent.q.state_dict().items()}
