@@ -6,6 +6,7 @@ artifact, missing runtime) should say why and exit non-zero without leaving empt
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -13,7 +14,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from backends.base import Backend, BackendUnavailable
-from backends.manifest import LOADABLE, Manifest, ManifestError, load_manifest
+from backends.manifest import LOADABLE, ArtifactEntry, Manifest, ManifestError, load_manifest
 from backends.profiles import ProfileError, load_profile
 from backends.registry import get_backend
 from edge_runtime.config import SessionConfig, parse_config
@@ -95,9 +96,17 @@ def resolve_plan(cfg: SessionConfig) -> SessionPlan:
 def load_backend(cfg: SessionConfig, plan: SessionPlan, allowed: tuple[str, ...] = LOADABLE) -> Backend:
     """Verify the artifact's status and sha256 and load it with the target profile's settings for that
     backend (``allowed``: the artifact statuses accepted; a device runs only ``ok`` ones)."""
-    cls = get_backend(cfg.backend)
-    settings = load_profile(plan.target).settings_for(cfg.backend)
-    return cls.from_manifest(plan.manifest, plan.entry, settings, allowed)
+    return open_artifact(plan.target, plan.manifest, plan.entry, cfg.backend, allowed)
+
+
+def open_artifact(
+    target: str, manifest: Manifest, entry: ArtifactEntry, backend: str, allowed: tuple[str, ...] = LOADABLE
+) -> Backend:
+    """``entry`` of ``manifest`` loaded on ``backend`` with ``target``'s settings: the session's first
+    artifact, and each one a hot swap brings in (``edge_runtime.swap``)."""
+    cls = get_backend(backend)
+    settings = load_profile(target).settings_for(backend)
+    return cls.from_manifest(manifest, entry, settings, allowed)
 
 
 def _report(result: SessionResult, stream: TextIO) -> None:
@@ -106,6 +115,12 @@ def _report(result: SessionResult, stream: TextIO) -> None:
     p50 = f"{lat['p50']:.1f}" if lat["p50"] is not None else "n/a"
     p99 = f"{lat['p99']:.1f}" if lat["p99"] is not None else "n/a"
     fps = s["fps"]["mean"]
+    for swap in s.get("swaps", []):
+        what = f"{swap['variant']} on {swap['backend']} ({swap['source']})"
+        if swap["status"] == "swapped":
+            stream.write(f"swapped in {swap['artifact']} at frame {swap['frame']}: {what}\n")
+        else:
+            stream.write(f"swap refused, the running model kept acting: {what}: {swap['reason']}\n")
     stream.write(
         f"session {result.number}: {result.stop_reason} — {s['frames']} frames, {s['episodes']} episodes, "
         f"{fps if fps is not None else 0:.1f} FPS, inference p50 {p50} µs p99 {p99} µs, "
@@ -131,7 +146,8 @@ def main(argv: list[str] | None = None, stream: TextIO | None = None) -> int:
         out.write(f"edge_runtime: cannot load {plan.entry.name} on {cfg.backend}: {err}\n")
         return EXIT_ERROR
     try:
-        result = Session(cfg, plan, backend, live_stream=out).run()
+        loader = functools.partial(open_artifact, plan.target)
+        result = Session(cfg, plan, backend, live_stream=out, loader=loader).run()
     finally:
         backend.close()
     _report(result, out)

@@ -75,6 +75,16 @@ class SessionConfig:
     mem_sample_ms: float = _opt(
         100.0, "sample the process RSS this often (the value is carried between samples)"
     )
+    follow: str | None = _opt(
+        None,
+        "hot swap: the variant SIGHUP loads from the re-read manifest (default: the running --variant), "
+        "swapped in at a frame boundary once loaded and warmed in the background",
+    )
+    control: Path | None = _opt(  # noqa: RUF009 (None, no call at class creation that matters)
+        None,
+        "hot swap: a file to watch; writing a variant name (optionally 'VARIANT BACKEND') into it swaps "
+        "that artifact in, as SIGHUP does",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}

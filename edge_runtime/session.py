@@ -24,6 +24,7 @@ import sys
 import time
 import traceback
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +41,7 @@ from edge_runtime.hostinfo import host_info
 from edge_runtime.live import LiveLine
 from edge_runtime.numbering import claim_session
 from edge_runtime.pacing import Pacer
+from edge_runtime.swap import Swapper
 from gridworld.core import ACTION_NAMES, GridModel
 from tasks import NonFiniteAction, TaskSpec, action_bounds, clip_action, confidence_interval
 
@@ -225,11 +227,21 @@ class Session:
         plan: SessionPlan,
         backend: Backend,
         live_stream: TextIO | None = None,
+        loader: Callable[[Manifest, ArtifactEntry, str], Backend] | None = None,
     ) -> None:
+        """``loader`` opens a replacement artifact for a hot swap (``edge_runtime.swap``) the way the CLI
+        opened ``backend``; without it the session does not swap."""
         self.config = config
         self.plan = plan
         self.backend = backend
         self.live_stream = live_stream
+        self.loader = loader
+        self.swapper: Swapper | None = None
+        self.swap_requested = False
+        self.artifact_runs: list[tuple[int, str]] = [(0, plan.entry.name)]
+        """(first frame, artifact name) of each model that acted, in order (the CSV's ``artifact``)."""
+        self.loaded: list[Backend] = []
+        """Backends a swap opened: closed when the session ends (the caller closes ``backend``)."""
         self.stop_reason: str | None = None
         self.signal_number: int | None = None
         self.error_traceback: str | None = None
@@ -242,11 +254,20 @@ class Session:
             self.stop_reason = STOP_SIGNAL
             self.signal_number = signum
 
+    def _on_hangup(self, _signum: int, _frame: FrameType | None) -> None:
+        self.swap_requested = True  # the loop starts the load at its next housekeeping
+
     def _install_signal_handlers(self) -> dict[int, Any]:
         previous: dict[int, Any] = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        handlers: list[tuple[int, Any]] = [
+            (signal.SIGINT, self._on_signal),
+            (signal.SIGTERM, self._on_signal),
+        ]
+        if self.loader is not None and hasattr(signal, "SIGHUP"):  # no SIGHUP on Windows: --control there
+            handlers.append((signal.SIGHUP, self._on_hangup))
+        for sig, handler in handlers:
             try:
-                previous[sig] = signal.signal(sig, self._on_signal)
+                previous[sig] = signal.signal(sig, handler)
             except ValueError:  # not the main thread (embedded use): the caller handles signals
                 break
         return previous
@@ -291,6 +312,12 @@ class Session:
         finally:
             elapsed_ns = time.perf_counter_ns() - t_start
             try:
+                if self.swapper is not None:
+                    self.swapper.wait(timeout=30.0)  # a load still running must not outlive the session
+                    if self.swapper.ready is not None:
+                        self.loaded.append(self.swapper.ready.backend)  # loaded too late: closed below
+                for loaded in self.loaded:
+                    loaded.close()
                 self._flush()
                 self.csv.close()
                 if window is not None:
@@ -351,6 +378,18 @@ class Session:
             warm=lambda: backend.infer_one(obs),
         )
         self.pacer = pacer
+        swapper = None
+        if self.loader is not None:
+            swapper = self.swapper = Swapper(
+                manifest_path=plan.manifest_path,
+                backend_name=cfg.backend,
+                follow=cfg.follow or plan.entry.variant,
+                task=plan.task.to_dict(),
+                model_input=plan.manifest.model_input,
+                load=self.loader,
+                sample_obs=lambda: obs,
+                control=cfg.control,
+            )
         read_rss = rss_reader()
         names = ACTION_NAMES if plan.model is not None else None
         live = None if cfg.quiet else LiveLine(self.live_stream, action_names=names)
@@ -481,6 +520,17 @@ class Session:
                         if mem_mb > self.rss_peak_mb:
                             self.rss_peak_mb = mem_mb
                         next_mem = now + mem_ns
+                        if swapper is not None:  # swaps are looked after on the RSS clock (≤ 100 ms)
+                            if self.swap_requested:
+                                self.swap_requested = False
+                                swapper.request()
+                            swapper.poll_control()
+                            ready = swapper.take(frame)
+                            if ready is not None:  # the frame boundary: the next frame uses the new model
+                                self.loaded.append(ready.backend)
+                                backend, infer_one = ready.backend, ready.backend.infer_one
+                                self.backend = backend
+                                self.artifact_runs.append((frame, ready.entry.name))
                     if now >= next_flush:
                         self._flush()
                         next_flush = now + flush_ns
@@ -517,12 +567,31 @@ class Session:
         rows = self.rows
         if not rows:
             return
+        text = "".join(self._format(segment, name) for segment, name in self._by_artifact(rows))
+        self.csv.write(text.replace(",nan,", ",,"))  # the first frame has no previous one to rate against
+        self.csv.flush()
+        rows.clear()
+
+    def _by_artifact(self, rows: list[tuple]) -> list[tuple[list[tuple], str]]:
+        """The buffered rows cut where a swap changed the model, each run with its artifact's name. Rows are
+        consecutive frames (``row[2]`` is the frame index); ``artifact_runs`` says from which frame on each
+        model acted."""
+        first, last = rows[0][2], rows[-1][2]
+        runs = self.artifact_runs
+        out = []
+        for i, (start, name) in enumerate(runs):
+            end = runs[i + 1][0] if i + 1 < len(runs) else last + 1
+            lo, hi = max(start, first), min(end, last + 1)
+            if lo < hi:
+                out.append((rows[lo - first : hi - first], name))
+        return out
+
+    def _format(self, rows: list[tuple], name: str) -> str:
         off = self.epoch_offset_ns
         fmt = _ROW_FORMAT
         nan = float("nan")
-        name = self.plan.entry.name
         discrete = self.plan.task.action.kind == "discrete"
-        text = "".join(
+        return "".join(
             [
                 fmt
                 % (
@@ -543,9 +612,6 @@ class Session:
                 for t0, ep, fr, a, r, cum, lat, env, busy, mem, iv, miss in rows
             ]
         )
-        self.csv.write(text.replace(",nan,", ",,"))  # the first frame has no previous one to rate against
-        self.csv.flush()
-        rows.clear()
 
     def _summary(self, number: int, csv_path: Path, elapsed_ns: int) -> dict[str, Any]:
         cfg, plan, entry = self.config, self.plan, self.plan.entry
@@ -608,6 +674,8 @@ class Session:
             "sampled_peak_rss_mb": round(self.rss_peak_mb, 2),
             "end_uss_mb": round(uss, 2) if (uss := _uss_mb()) is not None else None,
             "end_rss_split_mb": rss_split_mb(),
+            "swaps": self.swapper.log if self.swapper is not None else [],
+            "artifacts_used": [name for _, name in self.artifact_runs],
             "episodes_requested": cfg.episodes,
             "episodes": len(stats),
             # Every reward of the session: finished episodes plus the one a stop cut short.
