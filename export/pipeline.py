@@ -98,7 +98,10 @@ class ExportConfig:
     artifact's runtime); 0: one per CPU core, 1: all in this process."""
     finetune_steps: int = 0
     """--policy exports: Adam steps of each pruned, masked, distilled and binary network's fine-tuning; 0:
-    the network's own budget (an MLP 3,000 of 1,024 states, a CNN 600 of 64 frames, its student 2,000)."""
+    the network's own budget (an MLP 3,000 of 1,024 states, a CNN 3,000 of 64 frames, its student 2,000)."""
+    finetune_frames: int = 16_384
+    """--policy exports of an image policy: rollout frames its pruned, masked, distilled and binary CNNs are
+    fine-tuned on (no more than the 4,096 calibration frames: those)."""
 
     @property
     def out_dir(self) -> Path:

@@ -63,9 +63,18 @@ CNN_DISTILL = Budget(steps=2000, batch=64, threads=2)
 but at a tenth of the teacher's parameters a step costs about a sixth of the teacher's."""
 
 
+IMAGE_LOGITS_TEMPERATURE = 1.0
+"""τ of an image policy's logits: its softmax at τ = 1 *is* the policy's action distribution, and matching it
+kept more of the Breakout CNN's choices than the sharp τ = 0.01 tuned on the gridworld's Q-values (pruned-50
+on unseen frames, strict agreement: 90.7 % vs 86.7 % after 600 steps, 93.1 % vs 90.0 % after 3,000). MLP
+policies keep τ = 0.01, with which their pruned variants were measured."""
+
+
 def objective_for(task: TaskSpec) -> Objective:
     """The fine-tuning objective of a task's policy: argmax ranking, or actions scaled by their range."""
     if task.action.kind == "discrete":
+        if task.output == "logits" and len(task.observation.shape) == 3:
+            return argmax_objective(IMAGE_LOGITS_TEMPERATURE)
         return argmax_objective()
     low, high = tasks.action_bounds(task)
     return action_objective(high - low)

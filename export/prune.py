@@ -90,11 +90,10 @@ class Budget:
 
 #: An MLP's: the figures above.
 MLP_BUDGET = Budget(FINETUNE_STEPS, MAX_BATCH, FINETUNE_THREADS)
-#: A CNN's (NatureCNN on 4×84×84 frames, 9.4 M MACs a frame): one Adam step at batch 128 took 0.2 s on two
-#: threads here (0.5 s beside a training run), so the MLP's 3,000 steps of 1,024 rows would take hours.
-#: 64 rows and 600 steps are ~10 passes over the 4,096 calibration frames, from weights that already
-#: carry the teacher's features (pruning keeps the strongest channels).
-CNN_BUDGET = Budget(600, 64, 2)
+#: A CNN's (NatureCNN on 4×84×84 frames, 9.4 M MACs a frame): batches of 64 frames (the MLP's 1,024 would
+#: cost ~2 s a step), two threads, 3,000 steps: ~60 s a network here (Breakout pruned-50 agreed with the
+#: float policy on 94.9 % of unseen frames after 600 steps, 97.0 % after 3,000, at τ = 1).
+CNN_BUDGET = Budget(3000, 64, 2)
 
 
 def budget_for(inputs: torch.Tensor) -> Budget:

@@ -33,6 +33,11 @@ agreement, 600 97.8 %, 1200 99.7 % (~6–15 s on 2 cores). With the τ = 0.01 fi
 (``export.prune.TEMPERATURE``) on the default 128×128×128 CQL policy: the float return, 99.65 % agreement."""
 
 
+FINETUNE_SEED = 7_919
+"""Offset of the fine-tuning rollouts' seed from the export's ``--seed``: other episodes than the
+calibration's, whose frames the gates judge the artifacts on."""
+
+
 class SourceUnavailable(RuntimeError):
     """A source that cannot be built here; its variants are recorded ``failed`` with this message."""
 
@@ -79,6 +84,34 @@ class SourceContext:
     finetune_steps: int | None = None
     """A policy source's fine-tuning steps for every derived network (``--finetune-steps``); None: each
     network's own budget (``export.prune.budget_for``)."""
+    finetune_frames: int = 16_384
+    """An image policy's derived networks fine-tune on this many rollout frames of the float policy (made
+    once, on first use) instead of the 4,096 calibration frames: a CNN has far more weights to pin down than
+    an MLP. Measured on the zoo's Breakout policy, pruned-50 after 3,000 steps agrees with the float policy
+    on 97.0 % of unseen rollout frames (tie margin 5 %) when tuned on 4,096 frames, 98.1 % on 16,384."""
+    _finetune_obs: np.ndarray | None = field(default=None, repr=False)
+
+    def finetune_obs(self) -> np.ndarray:
+        """The states derived networks are fine-tuned on: :attr:`calib_obs`, or an image policy's
+        :attr:`finetune_frames` rollout frames (seeded apart from the calibration's)."""
+        if (
+            self.task is None
+            or np.asarray(self.calib_obs).ndim != 4
+            or self.finetune_frames <= len(self.calib_obs)
+        ):
+            return self.calib_obs
+        if self._finetune_obs is None:
+            from export.onnx_export import torch_q_values
+            from export.rollouts import rollout_states
+
+            model = self.float_source.model
+            self._finetune_obs = rollout_states(
+                self.task,
+                lambda o: torch_q_values(model, o).reshape(len(o), -1),
+                seed=self.seed + FINETUNE_SEED,
+                n_states=self.finetune_frames,
+            )
+        return self._finetune_obs
 
 
 def nonzero_params(model: nn.Module) -> int:
@@ -109,7 +142,7 @@ def _pruned(ratio: float, ctx: SourceContext) -> SourceModel:
         if ctx.task is None:
             raise SourceUnavailable("pruning a module without a NeuroQuant config needs its task")
         model, info = prune_policy(
-            base.model, ratio, ctx.calib_obs, _objective(ctx), steps=ctx.finetune_steps, seed=ctx.seed
+            base.model, ratio, ctx.finetune_obs(), _objective(ctx), steps=ctx.finetune_steps, seed=ctx.seed
         )
         return _derived(ctx, model, None, {"method": "structured", **info})
     model, config, info = structured_prune(
@@ -127,7 +160,7 @@ def _masked(amount: float, ctx: SourceContext) -> SourceModel:
         copy.deepcopy(base.model),
         base.config,
         amount,
-        calib_obs=ctx.calib_obs,
+        calib_obs=ctx.finetune_obs(),
         steps=ctx.finetune_steps or (CNN_BUDGET.steps if frames else MASKED_FINETUNE_STEPS),
         seed=ctx.seed,
         objective=_objective(ctx),
@@ -149,7 +182,7 @@ def _binary(ctx: SourceContext) -> SourceModel:
 
     base = ctx.float_source
     if base.config is None:
-        inputs = policy_inputs(base.model, ctx.calib_obs)
+        inputs = policy_inputs(base.model, ctx.finetune_obs())
     else:
         inputs = torch.from_numpy(np.ascontiguousarray(ctx.calib_obs, dtype=np.float32)).reshape(
             len(ctx.calib_obs), base.config.obs_dim
@@ -165,7 +198,7 @@ def _distilled(ctx: SourceContext) -> SourceModel:
         from export.policy_distill import distill_policy
 
         model, info = distill_policy(
-            ctx.float_source.model, ctx.task, ctx.calib_obs, steps=ctx.finetune_steps, seed=ctx.seed
+            ctx.float_source.model, ctx.task, ctx.finetune_obs(), steps=ctx.finetune_steps, seed=ctx.seed
         )
         ctx.distilled = _derived(ctx, model, None, info)
     if ctx.distilled is None:

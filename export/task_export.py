@@ -110,6 +110,8 @@ def prepare(config: ExportConfig) -> TaskPlan:
         raise ValueError(
             f"--max-episode-steps {config.max_episode_steps}: expected ≥ 1 (or 0: the env's own)"
         )
+    if config.finetune_frames < 1:
+        raise ValueError(f"--finetune-frames {config.finetune_frames}: expected ≥ 1")
     if config.finetune_steps < 0:
         raise ValueError(f"--finetune-steps {config.finetune_steps}: expected ≥ 1 (or 0: each network's own)")
     if config.max_episode_steps:
@@ -205,7 +207,15 @@ def build(plan: TaskPlan) -> Manifest:
     out = config.out_dir
     float_source = SourceModel(policy.model, None, policy.path, policy.sha256, {"policy": config.policy})
     steps = config.finetune_steps or None
-    context = SourceContext(float_source, None, plan.calib_obs, config.seed, task=task, finetune_steps=steps)
+    context = SourceContext(
+        float_source,
+        None,
+        plan.calib_obs,
+        config.seed,
+        task=task,
+        finetune_steps=steps,
+        finetune_frames=config.finetune_frames,
+    )
     io = (math.prod(task.observation.shape), math.prod(tasks.actions.expected_output_shape(task)))
     with staged_folder(out) as tmp, tempfile.TemporaryDirectory(prefix="neuroquant-export-") as scratch:
         builder = Builder(profile, context, io, tmp, Path(scratch), config.exporter, tasks.model_input(task))

@@ -144,3 +144,17 @@ def test_binarize_leaves_two_values_a_channel_in_the_hidden_layers_only(kind: st
             inputs,
             argmax_objective(),
         )
+
+
+def test_an_image_policys_derived_networks_tune_on_more_rollout_frames(breakout: tasks.TaskSpec) -> None:
+    from export.sources import SourceContext, SourceModel
+
+    teacher = tiny_cnn(shape=(4, 84, 84))
+    source = SourceModel(teacher, None, "tiny", "0" * 64)
+    calib = frames(32, (4, 84, 84))
+    ctx = SourceContext(source, None, calib, seed=0, task=breakout, finetune_frames=80)
+    tuned = ctx.finetune_obs()
+    assert tuned.shape == (80, 4, 84, 84) and tuned.dtype == np.uint8 and ctx.finetune_obs() is tuned
+    assert not np.array_equal(tuned[:32], calib)  # the float policy's own rollouts, not the calibration
+    flat = SourceContext(source, None, np.zeros((10, 6), np.float32), task=breakout, finetune_frames=80)
+    assert flat.finetune_obs() is flat.calib_obs  # an MLP's calibration states are its fine-tuning states

@@ -163,7 +163,7 @@ def test_a_cnn_policy_exports_its_quantized_variants_gated_in_its_task(
         "--out",
         str(out),
     ]
-    argv += ["--finetune-steps", "4"]
+    argv += ["--finetune-steps", "4", "--finetune-frames", "512"]
     assert main([*argv, "--quiet"]) == 0
     manifest = load_manifest(out / "manifest.json")
     assert manifest.model_input == ((4, 84, 84), "uint8")
