@@ -316,14 +316,14 @@ class Session:
                     self.swapper.wait(timeout=30.0)  # a load still running must not outlive the session
                     if self.swapper.ready is not None:
                         self.loaded.append(self.swapper.ready.backend)  # loaded too late: closed below
-                for loaded in self.loaded:
-                    loaded.close()
                 self._flush()
                 self.csv.close()
                 if window is not None:
                     window.close()
                 summary = self._summary(number, csv_path, elapsed_ns)
                 _write_json_atomically(json_path, summary)
+                for loaded in self.loaded:  # after the summary, which asks the backend for its version
+                    loaded.close()
             finally:
                 # Restored last: a second SIGTERM while the summary is written must not kill it half-way.
                 for sig, handler in previous_handlers.items():
