@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -56,8 +57,10 @@ def swap_frames(df: pd.DataFrame, summary: dict[str, Any]) -> list[dict[str, Any
 def run(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     sessions, control = out / "sessions", out / "control.txt"
+    shutil.rmtree(sessions, ignore_errors=True)  # a fresh folder: this run's session is session_1
     out.mkdir(parents=True, exist_ok=True)
     control.unlink(missing_ok=True)
+    csv = sessions / "session_1.csv"
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     cmd = [
         sys.executable, "-m", "edge_runtime", "--manifest", str(args.manifest), "--variant", variants[0],
@@ -68,12 +71,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True)
     duration = args.frames / args.fps
     gap = duration / (args.swaps + 1)
-    existing = {p.name for p in sessions.glob("session_*.csv")} if sessions.exists() else set()
-    start = time.monotonic()
-    while time.monotonic() - start < 60 and not any(
-        p.name not in existing for p in (sessions.glob("session_*.csv") if sessions.exists() else [])
-    ):
-        time.sleep(0.01)  # the session has started: its CSV exists
+    while not csv.exists() and proc.poll() is None:
+        time.sleep(0.01)  # the session has started once its CSV exists
     started = time.monotonic()
     for i in range(args.swaps):
         time.sleep(max(0.0, started + gap * (i + 1) - time.monotonic()))
@@ -82,9 +81,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     lost = contention_since(before)
     if proc.returncode != 0:
         raise RuntimeError(f"the session failed ({proc.returncode}): {err}")
-    csv = max(
-        (p for p in sessions.glob("session_*.csv") if p.name not in existing), key=lambda p: p.stat().st_mtime
-    )
     df = pd.read_csv(csv)
     summary = json.loads(csv.with_suffix(".json").read_text())
     swaps = swap_frames(df, summary)
