@@ -110,10 +110,20 @@ def cnn_student(
     """The widest :func:`~export.policies.modules.scaled_like` copy of a CNN ``teacher`` (factor in
     hundredths) with at most ``share`` of its parameters."""
     budget = share * params_of(teacher)
-    for hundredths in range(100, 0, -1):
-        student = scaled_like(teacher, example, hundredths / 100, seed)
-        if params_of(student) <= budget:
-            return student
+
+    def build(hundredths: int) -> nn.Sequential:
+        return scaled_like(teacher, example, hundredths / 100, seed)
+
+    # parameters grow with the factor: bisect for the largest that fits (7 builds, not up to 100)
+    low, high = 0, 100  # build(low) fits (or low == 0: none tried yet), build(high + 1) does not
+    while low < high:
+        mid = (low + high + 1) // 2
+        if params_of(build(mid)) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    if low > 0:
+        return build(low)
     raise ValueError(
         f"no CNN of the teacher's shape fits in {share:.0%} of its {params_of(teacher)} parameters"
     )
