@@ -41,19 +41,13 @@ from tqdm import tqdm
 import tasks
 from common.fileio import atomic_write, atomic_write_json
 from tasks import preprocess
+from train.networks import ScaleImage
 from train.per import LinearSchedule, make_buffer
 
 if TYPE_CHECKING:
     from train.dqn import DQNConfig
 
 NETWORK_FILE = "q_network.json"
-
-
-class Frames(nn.Module):
-    """uint8 frames → float32 in [0, 1] (the division SB3's CnnPolicy and the exported graphs make)."""
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return obs.to(torch.float32) / 255.0
 
 
 def q_network(obs_shape: tuple[int, ...], n_actions: int, hidden: tuple[int, ...] = (512,)) -> nn.Sequential:
@@ -66,7 +60,7 @@ def q_network(obs_shape: tuple[int, ...], n_actions: int, hidden: tuple[int, ...
         for i, (width, kernel, stride) in enumerate(((32, 8, 4), (64, 4, 2), (64, 3, 1))):
             children += [(f"conv{i}", nn.Conv2d(channels, width, kernel, stride)), (f"cact{i}", nn.ReLU())]
             channels = width
-        children = [("scale", Frames()), *children, ("flatten", nn.Flatten(1))]
+        children = [("scale", ScaleImage()), *children, ("flatten", nn.Flatten(1))]
         with torch.no_grad():
             n_in = int(
                 nn.Sequential(OrderedDict(children))(torch.zeros(1, *obs_shape, dtype=torch.uint8)).shape[1]

@@ -97,6 +97,23 @@ class CNNNet(nn.Module):
         return self.out(self.body(x.flatten(1)))
 
 
+class ScaleImage(nn.Module):
+    """uint8 pixels → float32, divided by 255 when ``normalize`` (SB3's ``preprocess_obs`` for images: the
+    same ``float() / 255.0``, so the graph's outputs equal ``predict``'s on the same machine). The first
+    layer of an image policy, loaded (``export.policies``) or trained here (``train.dqn_task``)."""
+
+    def __init__(self, normalize: bool = True) -> None:
+        super().__init__()
+        self.normalize = normalize
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        obs = obs.to(torch.float32)
+        return obs / 255.0 if self.normalize else obs
+
+    def extra_repr(self) -> str:
+        return f"normalize={self.normalize}"
+
+
 def build_network(config: NetConfig) -> nn.Module:
     return MLPNet(config) if config.kind == "mlp" else CNNNet(config)
 

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from train.networks import ScaleImage  # noqa: F401 (re-exported: the policy pieces are all here)
+
 
 class ObsNormalize(nn.Module):
     """``clip((obs − mean) / std, −clip, clip)`` with fixed statistics (SB3 ``VecNormalize.normalize_obs``).
@@ -66,22 +68,6 @@ class ClipToBounds(nn.Module):
 
     def forward(self, action: torch.Tensor) -> torch.Tensor:
         return torch.minimum(torch.maximum(action, self.low), self.high)
-
-
-class ScaleImage(nn.Module):
-    """uint8 pixels → float32, divided by 255 when ``normalize`` (SB3's ``preprocess_obs`` for images: the
-    same ``float() / 255.0``, so the graph's outputs equal ``predict``'s on the same machine)."""
-
-    def __init__(self, normalize: bool = True) -> None:
-        super().__init__()
-        self.normalize = normalize
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        obs = obs.to(torch.float32)
-        return obs / 255.0 if self.normalize else obs
-
-    def extra_repr(self) -> str:
-        return f"normalize={self.normalize}"
 
 
 class ChannelsFirst(nn.Module):
