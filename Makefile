@@ -21,7 +21,7 @@ STUDENT_DIR ?= runs/distilled
 # The step budget and the one torch thread are the trainer's defaults (40k steps).
 TRAIN_FLAGS ?= --no-progress
 
-.PHONY: help setup browser run test test-fast test-portable lint collect viz train distill zoo per-vs-uniform export edge bench bench-env report clean
+.PHONY: help setup browser run test test-fast test-portable lint collect viz train distill zoo per-vs-uniform export search edge bench bench-env report clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -134,6 +134,16 @@ EXPORT_FLAGS ?=
 
 export: $(STAMP)  ## every variant x format of TARGET (make export TARGET=x86; POLICY=sb3:model.zip ENV=CartPole-v1)
 	$(PY) -m export --target $(TARGET) $(POLICY_SOURCE) $(EXPORT_FLAGS)
+
+# The compression search over an export (make export TARGET=… [POLICY=… ENV=…] first): an Optuna study in
+# results/search/<task>-<target>/ (resumed by the next call); the pick joins the manifest as `searched`.
+TRIALS ?= 40
+SEARCH_MINUTES ?= 15
+SEARCH_FLAGS ?= --pick fastest --min-return-ratio 0.99
+
+search: $(STAMP)  ## the best variant under a budget, by Optuna: make search TASK=cartpole TARGET=x86 [TRIALS=40]
+	$(PY) -m export.search --task "$(TASK)" --target $(TARGET) --trials $(TRIALS) --minutes $(SEARCH_MINUTES) \
+		$(SEARCH_FLAGS)
 
 REPORT_DIR ?= reports/out
 BENCH_FLAGS ?=

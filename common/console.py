@@ -49,6 +49,10 @@ COMMANDS: dict[str, Command] = {
         "benchmarks.__main__:main", "benchmarks", "the benchmark matrix: variants x backends x scenarios",
         "neuroquant bench --manifest artifacts/x86/manifest.json --out results/benchmark",
     ),
+    "search": Command(
+        "export.search:main", "export.search", "the best variant under a budget, by an Optuna search",
+        "neuroquant search --task cartpole --target x86 --trials 40 --pick fastest --min-return-ratio 0.99",
+    ),
     "report": Command(
         "reports.build:main", "reports", "tables, bubble chart and HTML from the results",
         "neuroquant report --results results --out reports/out",

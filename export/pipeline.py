@@ -32,7 +32,7 @@ from export import gates
 from export.formats import FormatJob, FormatResult, get_format
 from export.onnx_export import EXPORTERS, export_onnx, stamp, torch_q_values
 from export.quantize import PRECISIONS, quantize_errors
-from export.sources import SOURCES, SourceContext, SourceModel, SourceUnavailable, checkpoint_source
+from export.sources import SourceContext, SourceModel, SourceUnavailable, checkpoint_source, source_builder
 from export.variants import VARIANTS, Variant, get_variant
 from gridworld.core import N_ACTIONS, GridModel
 from tasks import task_name
@@ -212,6 +212,17 @@ def _files_meta(root: Path, rels: list[str]) -> dict[str, dict[str, Any]]:
     }
 
 
+def calibration_subset(obs: np.ndarray, size: int | None, seed: int) -> np.ndarray:
+    """``size`` of the calibration states, drawn without replacement (seeded) and kept in their order; all
+    of them when ``size`` is None or not smaller."""
+    if size is None or size >= len(obs):
+        return obs
+    if size < 1:
+        raise ValueError(f"calibration size {size}: expected ≥ 1")
+    picked = np.random.default_rng(seed).choice(len(obs), size, replace=False)
+    return obs[np.sort(picked)]
+
+
 class Builder:
     """Builds (variant, format) artifacts into ``root``, reusing each source's network and fp32 ONNX.
 
@@ -242,7 +253,7 @@ class Builder:
     def source(self, name: str) -> SourceModel:
         if name not in self.sources:
             try:
-                self.sources[name] = SOURCES[name](self.context)
+                self.sources[name] = source_builder(name)(self.context)
             except SourceUnavailable as err:
                 self.sources[name] = err
         found = self.sources[name]
@@ -269,13 +280,29 @@ class Builder:
             self.source_onnx[name] = path
         return self.source_onnx[name]
 
+    def calibration(self, variant: Variant) -> np.ndarray:
+        """The calibration states ``variant`` is quantized with: all, or its ``calibration`` option's number
+        of them (:func:`calibration_subset`)."""
+        size = dict(variant.options).get("calibration")
+        return calibration_subset(self.calib_obs, size, self.context.seed)
+
     def variant_onnx(self, variant: Variant, source: SourceModel) -> tuple[Path, dict[str, Any]]:
         """Write ``<variant>/model.onnx``: the source's fp32 ONNX with the variant's precision applied."""
         precision = PRECISIONS[variant.precision]
+        options = {k: v for k, v in variant.options if k != "calibration"}
+        calib = self.calibration(variant)
+        unknown = sorted(set(options) - set(precision.options))
+        if unknown:
+            raise ValueError(
+                f"variant {variant.name}: {precision.name} takes no option(s) {unknown}; its options: "
+                f"{', '.join(precision.options) or 'none'} (and calibration)"
+            )
         src = self.fp32_onnx(variant.source, source)
         dst = self.root / variant.name / "model.onnx"
         dst.parent.mkdir(parents=True, exist_ok=True)
-        info = precision.apply(src, dst, self.calib_obs, tensorrt="tensorrt" in self.profile.formats)
+        info = precision.apply(src, dst, calib, tensorrt="tensorrt" in self.profile.formats, **options)
+        if variant.options:
+            info["options"] = dict(variant.options)
         stamp(
             dst,
             {
@@ -350,7 +377,7 @@ class Builder:
             root=self.root,
             source_onnx=self.source_onnx[variant.source],
             onnx=onnx_path,
-            calib_obs=self.calib_obs,
+            calib_obs=self.calibration(variant),
             obs_dim=self.obs_dim,
             n_actions=self.n_outputs,
             input_shape=self.input_shape,
@@ -462,19 +489,38 @@ def finish(manifest: Manifest, profile: TargetProfile, config: ExportConfig, sta
     )
 
 
+def make_builder(plan: Plan, root: Path, scratch: Path) -> tuple[Builder, gates.Reference]:
+    """The plan's :class:`Builder` (writing into ``root``) and the float policy's answers its artifacts are
+    gated against (:func:`gate_entry`)."""
+    config = plan.config
+    context = SourceContext(
+        plan.float_source, plan.distilled, plan.calib_obs, config.seed, dataset=config.dataset
+    )
+    io = (plan.float_source.config.obs_dim, N_ACTIONS)
+    builder = Builder(plan.profile, context, io, root, scratch, config.exporter)
+    ref = gates.make_reference(
+        lambda o: torch_q_values(plan.float_source.model, o),
+        plan.env_model,
+        plan.dataset.observations,
+    )
+    return builder, ref
+
+
+def gate_entry(
+    manifest: Manifest, entry: ArtifactEntry, variant: Variant, builder: Builder, ref: gates.Reference
+) -> None:
+    """Gate one built artifact of ``variant`` (``gates.gate``), against its own torch network too."""
+    tolerance = PRECISIONS[variant.precision].tolerance
+    own = builder.source_q(variant.source, ref.obs)
+    gates.gate(manifest, entry, ref, own, builder.profile, tolerance)
+
+
 def build(plan: Plan) -> Manifest:
     """Build, gate and record every artifact of ``plan``; return the manifest (rooted at the output)."""
     config, profile = plan.config, plan.profile
     out = config.out_dir
     with staged_folder(out) as tmp, tempfile.TemporaryDirectory(prefix="neuroquant-export-") as scratch:
-        context = SourceContext(plan.float_source, plan.distilled, plan.calib_obs, config.seed)
-        io = (plan.float_source.config.obs_dim, N_ACTIONS)
-        builder = Builder(profile, context, io, tmp, Path(scratch), config.exporter)
-        ref = gates.make_reference(
-            lambda o: torch_q_values(plan.float_source.model, o),
-            plan.env_model,
-            plan.dataset.observations,
-        )
+        builder, ref = make_builder(plan, tmp, Path(scratch))
         entries: list[ArtifactEntry] = []
         progress = tqdm(plan.variants, desc=f"export {profile.name}", unit="variant", disable=config.quiet)
         for variant in progress:
@@ -492,11 +538,7 @@ def build(plan: Plan) -> Manifest:
         )
         for entry in tqdm(entries, desc="gates", unit="artifact", disable=config.quiet):
             if entry.status == "ok":
-                variant = VARIANTS[entry.variant]
-                tolerance = PRECISIONS[variant.precision].tolerance
-                gates.gate(
-                    manifest, entry, ref, builder.source_q(variant.source, ref.obs), profile, tolerance
-                )
+                gate_entry(manifest, entry, VARIANTS[entry.variant], builder, ref)
         finish(manifest, profile, config, plan.started)
     manifest.root = out
     return manifest

@@ -85,10 +85,10 @@ def student_widths(model: nn.Sequential, share: float = STUDENT_SHARE) -> tuple[
     the teacher's parameters (each width at least 1)."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     hidden = [m.out_features for m in linears[:-1]]
-    return _scaled(hidden, linears[0].in_features, linears[-1].out_features, share * params_of(model))
+    return scaled_widths(hidden, linears[0].in_features, linears[-1].out_features, share * params_of(model))
 
 
-def _scaled(hidden: list[int], n_in: int, n_out: int, budget: float) -> tuple[int, ...]:
+def scaled_widths(hidden: list[int], n_in: int, n_out: int, budget: float) -> tuple[int, ...]:
     """``hidden`` scaled by the largest factor (in units of its widest layer) within ``budget`` params."""
 
     def params(widths: list[int]) -> int:
@@ -135,10 +135,11 @@ def distill_policy(
     calib_obs: np.ndarray,
     steps: int | None = None,
     seed: int = 0,
+    share: float = STUDENT_SHARE,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train a student of :func:`student_widths` (:func:`cnn_student` for an image policy) on the
-    teacher's outputs; return it (eval) and info. ``steps`` defaults to :data:`DISTILL_STEPS`, a CNN's to
-    :data:`CNN_DISTILL`'s."""
+    """Train a student of :func:`student_widths` (:func:`cnn_student` for an image policy), at most
+    ``share`` of the teacher's parameters, on the teacher's outputs; return it (eval) and info. ``steps``
+    defaults to :data:`DISTILL_STEPS`, a CNN's to :data:`CNN_DISTILL`'s."""
     started = time.perf_counter()
     objective = objective_for(task)
     own_tensor = policy_inputs(teacher, calib_obs)
@@ -148,13 +149,13 @@ def distill_policy(
     with torch_threads(budget.threads), torch.inference_mode(False), torch.enable_grad():
         teacher = copy.deepcopy(teacher).eval().requires_grad_(False)
         if cnn:
-            student = cnn_student(teacher, own_tensor[:1], seed=seed)
+            student = cnn_student(teacher, own_tensor[:1], share, seed)
         elif _is_chain(teacher):
-            student = mlp_like(teacher, student_widths(teacher), seed=seed)
+            student = mlp_like(teacher, student_widths(teacher, share), seed=seed)
         else:
             n_in = int(np.prod(task.observation.shape))
             n_out = int(np.prod(tasks.actions.expected_output_shape(task)))
-            widths = _scaled([GRAPH_STUDENT_WIDTH] * 2, n_in, n_out, STUDENT_SHARE * params_of(teacher))
+            widths = scaled_widths([GRAPH_STUDENT_WIDTH] * 2, n_in, n_out, share * params_of(teacher))
             student = graph_student(task, calib_obs, widths, seed)
         generator = torch.Generator().manual_seed(seed)
         own = own_tensor.numpy()
@@ -180,6 +181,7 @@ def distill_policy(
         "hidden_after": list(hidden_widths(student, student.out).values()),
         "params_before": params_of(teacher),
         "params_after": params_of(student),
+        "share": share,
         "states": {"teacher_rollouts": len(own), "student_rollouts": len(visited)},
         "steps": steps,
         "batch": min(budget.batch, len(both)),

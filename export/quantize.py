@@ -97,6 +97,8 @@ class Precision:
     ``extra``; ``tensorrt``: the graph must suit a TensorRT engine build too (symmetric int8)."""
     tolerance: float | None = None
     """max |ΔQ| allowed against the variant's own torch network; None: the target profile's bound."""
+    options: tuple[str, ...] = ()
+    """Keyword arguments ``apply`` takes beyond those (a variant's ``options``, ``export.variants``)."""
 
 
 def _fp32(src: Path, dst: Path, calib: np.ndarray, tensorrt: bool = False) -> dict[str, Any]:
@@ -393,25 +395,31 @@ def feature_spread(obs: np.ndarray) -> float | None:
     return float(peak[live].max() / peak[live].min()) if live.any() else None
 
 
-def _prepared(src: Path, folder: str, calib: np.ndarray) -> tuple[Path, dict[str, Any]]:
-    """The fp32 model both int8 precisions quantize: inputs and activations equalized, then pre-processed;
-    and what equalization found (for the artifact's ``extra``)."""
+def _prepared(
+    src: Path, folder: str, calib: np.ndarray, equalize: bool = True
+) -> tuple[Path, dict[str, Any]]:
+    """The fp32 model both int8 precisions quantize: activations equalized (unless ``equalize`` is off),
+    then pre-processed; and what equalization found (for the artifact's ``extra``)."""
     model = onnx.load_model(str(src))
-    found = {"activation_spreads": equalize_activations(model, calib)}
+    found = {"activation_spreads": equalize_activations(model, calib) if equalize else None}
     equalized = Path(folder) / "equalized.onnx"
     onnx.save_model(model, str(equalized))
     return _preprocessed(equalized, folder), found
 
 
 def _quantize_int8(
-    src: Path, dst: Path, calib: np.ndarray, quantize: Callable[[Path, list[str]], None]
+    src: Path,
+    dst: Path,
+    calib: np.ndarray,
+    quantize: Callable[[Path, list[str]], None],
+    equalize: bool = True,
 ) -> dict[str, Any]:
     """What both int8 precisions do around onnxruntime's quantizer, ``quantize(fp32, float_layers)``
-    (which writes ``dst``): equalize and pre-process the fp32 model, keep its output layers (and a small or
-    unevenly fed first layer, :func:`float_input_layers`) float, then correct the float biases of the
-    result."""
+    (which writes ``dst``): equalize (``equalize``) and pre-process the fp32 model, keep its output layers
+    (and a small or unevenly fed first layer, :func:`float_input_layers`) float, then correct the float
+    biases of the result."""
     with tempfile.TemporaryDirectory() as tmp:
-        pre, equalized = _prepared(src, tmp, calib)
+        pre, equalized = _prepared(src, tmp, calib, equalize)
         prepared = onnx.load_model(str(pre))
         first, decided = float_input_layers(prepared, calib)
         kept = [*first, *(name for name in output_layers(prepared) if name not in first)]
@@ -422,14 +430,22 @@ def _quantize_int8(
     return {"float_layers": kept, **decided, **equalized, "bias_shifts": shifts}
 
 
-def _int8_dynamic(src: Path, dst: Path, calib: np.ndarray, tensorrt: bool = False) -> dict[str, Any]:
+def _int8_dynamic(
+    src: Path,
+    dst: Path,
+    calib: np.ndarray,
+    tensorrt: bool = False,
+    *,
+    per_channel: bool = True,
+    equalize: bool = True,
+) -> dict[str, Any]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     def quantize(pre: Path, last: list[str]) -> None:
         quantize_dynamic(
             pre,
             dst,
-            per_channel=True,
+            per_channel=per_channel,
             weight_type=QuantType.QUInt8,  # u8 × u8: exact on every CPU (module docstring); TensorRT
             # cannot parse dynamic quantization anyway
             # quantize_dynamic rewrites each Gemm into "<name>_MatMul" + "<name>_Add" before it looks at
@@ -437,14 +453,25 @@ def _int8_dynamic(src: Path, dst: Path, calib: np.ndarray, tensorrt: bool = Fals
             nodes_to_exclude=[*last, *(f"{name}_MatMul" for name in last)],
         )
 
+    granularity = "per-channel" if per_channel else "per-tensor"
     return {
-        "quantization": "dynamic, u8 x u8 (asymmetric per-channel weights), equalized activations, output "
-        "layer float, bias-corrected",
-        **_quantize_int8(src, dst, calib, quantize),
+        "quantization": f"dynamic, u8 x u8 (asymmetric {granularity} weights), "
+        f"{'equalized' if equalize else 'unequalized'} activations, output layer float, bias-corrected",
+        **_quantize_int8(src, dst, calib, quantize, equalize),
     }
 
 
-def _int8_static(src: Path, dst: Path, calib: np.ndarray, tensorrt: bool = False) -> dict[str, Any]:
+def _int8_static(
+    src: Path,
+    dst: Path,
+    calib: np.ndarray,
+    tensorrt: bool = False,
+    *,
+    per_channel: bool = True,
+    equalize: bool = True,
+) -> dict[str, Any]:
+    """``equalize``: the MLP placement's activation equalization (a CNN's placement has none, module
+    docstring); ``per_channel``: weight scales per output channel, or one per tensor."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if len(calib) == 0:
@@ -464,7 +491,7 @@ def _int8_static(src: Path, dst: Path, calib: np.ndarray, tensorrt: bool = False
             dst,
             _Batches(calib),
             quant_format=QuantFormat.QDQ,
-            per_channel=True,
+            per_channel=per_channel,
             reduce_range=tensorrt or conv,
             activation_type=kind,
             weight_type=weights,
@@ -479,6 +506,7 @@ def _int8_static(src: Path, dst: Path, calib: np.ndarray, tensorrt: bool = False
             },
         )
 
+    granularity = "per-channel" if per_channel else "per-tensor"
     if conv:
         # onnxruntime's pre-processing and quantizer only: the MLP path's activation equalization and bias
         # correction took the trained Breakout CNN to 63 % agreement (max |ΔQ| 5.4); without them 99.2 %.
@@ -488,25 +516,29 @@ def _int8_static(src: Path, dst: Path, calib: np.ndarray, tensorrt: bool = False
             quantize(pre, kept)
             save_single_file(onnx.load_model(str(dst)), dst)
         return {
-            "quantization": f"static QDQ, {scheme}, per-channel weights, output layer float",
+            "quantization": f"static QDQ, {scheme}, {granularity} weights, output layer float",
             "calibration_samples": len(calib),
             "float_layers": kept,
         }
     return {
-        "quantization": f"static QDQ, {scheme}, per-channel weights, equalized activations, "
-        "output layer float, bias-corrected",
+        "quantization": f"static QDQ, {scheme}, {granularity} weights, "
+        f"{'equalized' if equalize else 'unequalized'} activations, output layer float, bias-corrected",
         "calibration_samples": len(calib),
-        **_quantize_int8(src, dst, calib, quantize),
+        **_quantize_int8(src, dst, calib, quantize, equalize),
     }
 
+
+INT8_OPTIONS = ("per_channel", "equalize")
+"""The int8 precisions' settings: per-channel (default) or per-tensor weight scales, activation equalization
+on (default) or off."""
 
 PRECISIONS: dict[str, Precision] = {
     p.name: p
     for p in (
         Precision("fp32", "fp32", _fp32, tolerance=1e-5),
         Precision("fp16", "fp16", _fp16),
-        Precision("int8-dynamic", "int8", _int8_dynamic),
-        Precision("int8-static", "int8", _int8_static),
+        Precision("int8-dynamic", "int8", _int8_dynamic, options=INT8_OPTIONS),
+        Precision("int8-static", "int8", _int8_static, options=INT8_OPTIONS),
     )
 }
 

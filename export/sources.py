@@ -89,6 +89,9 @@ class SourceContext:
     once, on first use) instead of the 4,096 calibration frames: a CNN has far more weights to pin down than
     an MLP. Measured on the zoo's Breakout policy, pruned-50 after 3,000 steps agrees with the float policy
     on 97.0 % of unseen rollout frames (tie margin 5 %) when tuned on 4,096 frames, 98.1 % on 16,384."""
+    dataset: str | None = None
+    """The gridworld's replay buffer (``--dataset``), on which its students of other sizes are distilled
+    (:func:`_student`); None for a policy source, whose students learn from rollouts."""
     _finetune_obs: np.ndarray | None = field(default=None, repr=False)
 
     def finetune_obs(self) -> np.ndarray:
@@ -206,6 +209,51 @@ def _distilled(ctx: SourceContext) -> SourceModel:
     return ctx.distilled
 
 
+def _student(share: float, ctx: SourceContext) -> SourceModel:
+    """A student with at most ``share`` of the float policy's parameters, distilled here: a policy source's
+    by ``export.policy_distill`` (as ``distilled``, another size), the gridworld's by ``train.distill`` on
+    the replay buffer into two hidden layers of the widest equal width that fits (what ``make distill``
+    trains at 40×40, 6 % of the default CQL policy: 3.6 s on 2 cores)."""
+    from export.policy_distill import distill_policy, scaled_widths
+
+    base = ctx.float_source
+    if ctx.task is not None:
+        model, info = distill_policy(
+            base.model, ctx.task, ctx.finetune_obs(), steps=ctx.finetune_steps, seed=ctx.seed, share=share
+        )
+        return _derived(ctx, model, None, info)
+    if base.config is None or ctx.dataset is None:
+        raise SourceUnavailable("distilling a student here needs a NeuroQuant checkpoint and its dataset")
+    import tempfile
+
+    from train.checkpoint import load_checkpoint
+    from train.distill import STUDENT_FILE, DistillConfig, distill
+
+    config = base.config
+    widths = scaled_widths([max(config.hidden)] * 2, config.obs_dim, config.n_actions, share * base.params)
+    with tempfile.TemporaryDirectory(prefix="neuroquant-student-") as out:
+        summary = distill(
+            DistillConfig(
+                teacher=base.checkpoint,
+                dataset=ctx.dataset,
+                out=out,
+                hidden=widths,
+                seed=ctx.seed,
+                progress=False,
+                tensorboard=False,
+            )
+        )
+        model, student_config, _ = load_checkpoint(Path(out) / STUDENT_FILE)
+    info = {
+        "method": "train.distill on the replay buffer",
+        "share": share,
+        "hidden_after": list(widths),
+        "step": summary["step"],
+        "teacher_agreement": summary["teacher_agreement"],
+    }
+    return _derived(ctx, model, student_config, info)
+
+
 SOURCES: dict[str, Callable[[SourceContext], SourceModel]] = {
     "float": _float,
     **{f"pruned-{pct}": partial(_pruned, pct / 100) for pct in (30, 50, 70)},
@@ -213,6 +261,24 @@ SOURCES: dict[str, Callable[[SourceContext], SourceModel]] = {
     "distilled": _distilled,
     "binary": _binary,
 }
+"""The sources the fixed variants (``export.variants``) are made from."""
+
+SIZED = {"pruned": (_pruned, 95), "distilled": (_student, 100)}
+"""Sources with a size in percent, ``<kind>-<pct>`` (what the compression search asks for): a structurally
+pruned copy with ``pct`` % of its channels removed (1–95), a student of at most ``pct`` % of the float
+policy's parameters (1–100)."""
+
+
+def source_builder(name: str) -> Callable[[SourceContext], SourceModel]:
+    """The builder of source ``name``: one of :data:`SOURCES`, or a sized one (:data:`SIZED`), e.g.
+    ``pruned-45``, ``distilled-20``; an unknown name raises ValueError listing both."""
+    if name in SOURCES:
+        return SOURCES[name]
+    kind, _, pct = name.rpartition("-")
+    if kind in SIZED and pct.isdigit() and 1 <= int(pct) <= SIZED[kind][1]:
+        return partial(SIZED[kind][0], int(pct) / 100)
+    sized = ", ".join(f"{kind}-<1..{top}>" for kind, (_, top) in SIZED.items())
+    raise ValueError(f"unknown source {name!r}; sources: {', '.join(SOURCES)}, {sized}")
 
 
 def checkpoint_source(

@@ -201,25 +201,43 @@ def _env_record(task: TaskSpec) -> dict[str, Any]:
     }
 
 
-def build(plan: TaskPlan) -> Manifest:
-    """Build, gate and record every artifact of ``plan``; return the manifest (rooted at the output)."""
-    config, profile, policy, task = plan.config, plan.profile, plan.policy, plan.task
-    out = config.out_dir
+def make_builder(plan: TaskPlan, root: Path, scratch: Path) -> tuple[Builder, task_gates.TaskReference]:
+    """The plan's :class:`Builder` (writing into ``root``) and the float policy's answers its artifacts are
+    gated against (:func:`own_outputs`, ``task_gates.gate``)."""
+    config, policy, task = plan.config, plan.policy, plan.task
     float_source = SourceModel(policy.model, None, policy.path, policy.sha256, {"policy": config.policy})
-    steps = config.finetune_steps or None
     context = SourceContext(
         float_source,
         None,
         plan.calib_obs,
         config.seed,
         task=task,
-        finetune_steps=steps,
+        finetune_steps=config.finetune_steps or None,
         finetune_frames=config.finetune_frames,
     )
     io = (math.prod(task.observation.shape), math.prod(tasks.actions.expected_output_shape(task)))
+    builder = Builder(plan.profile, context, io, root, scratch, config.exporter, tasks.model_input(task))
+    ref = task_gates.make_reference(task, infer_fn(policy), plan.calib_obs, config.episodes)
+    return builder, ref
+
+
+def own_outputs(
+    variant: Variant, builder: Builder, ref: task_gates.TaskReference
+) -> tuple[float | None, np.ndarray | None]:
+    """(the conversion tolerance of ``variant``'s precision, its own torch network's outputs on the gate's
+    states where that network is not the float policy): what ``task_gates.gate`` checks the conversion by."""
+    tolerance = PRECISIONS[variant.precision].tolerance
+    if tolerance is None or variant.source == "float":
+        return tolerance, None
+    return tolerance, builder.source_q(variant.source, {"x": ref.obs})["x"]
+
+
+def build(plan: TaskPlan) -> Manifest:
+    """Build, gate and record every artifact of ``plan``; return the manifest (rooted at the output)."""
+    config, profile, task = plan.config, plan.profile, plan.task
+    out = config.out_dir
     with staged_folder(out) as tmp, tempfile.TemporaryDirectory(prefix="neuroquant-export-") as scratch:
-        builder = Builder(profile, context, io, tmp, Path(scratch), config.exporter, tasks.model_input(task))
-        ref = task_gates.make_reference(task, infer_fn(policy), plan.calib_obs, config.episodes)
+        builder, ref = make_builder(plan, tmp, Path(scratch))
         manifest = Manifest(
             target=profile.name,
             created=now_utc(),
@@ -238,11 +256,7 @@ def build(plan: TaskPlan) -> Manifest:
                     manifest.artifacts.append(entry)
                     if entry.status != "ok":
                         continue
-                    variant = VARIANTS[entry.variant]
-                    tolerance = PRECISIONS[variant.precision].tolerance
-                    own = None
-                    if tolerance is not None and variant.source != "float":
-                        own = builder.source_q(variant.source, {"x": ref.obs})["x"]
+                    tolerance, own = own_outputs(VARIANTS[entry.variant], builder, ref)
                     gates.submit(len(manifest.artifacts) - 1, tolerance, own)
             desc = f"gates ({workers} processes)"
             for _ in tqdm(gates.wait(), total=len(gates), desc=desc, unit="artifact", disable=config.quiet):

@@ -1,14 +1,16 @@
 """The variant table, defined once: each exported variant is a torch-level source × an ONNX-level precision.
 
-Sources (``export.sources.SOURCES``) say which network is exported: the float policy, a structurally
-pruned or masked copy of it, or the distilled student. Precisions (``export.quantize.PRECISIONS``) say
-what happens to its ONNX graph afterwards. Names are what target profiles, the manifest, ``--variants``
-and ``edge_runtime --variant`` use; nothing else keeps a list of them.
+Sources (``export.sources.source_builder``) say which network is exported: the float policy, a
+structurally pruned or masked copy of it, or the distilled student. Precisions
+(``export.quantize.PRECISIONS``) say what happens to its ONNX graph afterwards. Names are what target
+profiles, the manifest, ``--variants`` and ``edge_runtime --variant`` use; nothing else keeps a list of
+them (the compression search adds one more to a manifest: ``searched``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,11 @@ class Variant:
     """Key of ``export.sources.SOURCES``: the torch network this variant is made from."""
     precision: str
     """Key of ``export.quantize.PRECISIONS``: the graph transform applied to its fp32 ONNX."""
+    options: tuple[tuple[str, Any], ...] = ()
+    """Settings of that transform other than its defaults, as (name, value) pairs: ``per_channel`` and
+    ``equalize`` (the int8 precisions' keyword arguments) and ``calibration`` (how many of the calibration
+    states it sees). The fixed variants below keep the defaults; the compression search
+    (``export.search``) varies them."""
 
 
 VARIANTS: dict[str, Variant] = {

@@ -1,0 +1,906 @@
+"""The compression search: the best variant under a budget, found by a multi-objective Optuna study.
+
+A user deploying to a device asks which variant is fastest (or smallest, or lightest in memory) while
+keeping the return. The profile's fixed variants answer for a handful of settings; the search tries
+others: a pruning ratio, a student size, fp16 or int8 (dynamic or static, per-channel or per-tensor
+weights, activation equalization on or off, how many states calibrate it) and the backend to run it on.
+
+Each trial is one variant built by the export code (``Builder.build_variant``, the same sources and
+precisions the fixed variants use), gated by the export's gate (parity and return in the task, against the
+float policy), and timed by the benchmark matrix's own subprocess cell (``python -m benchmarks`` on a
+one-artifact manifest, ``--executor local|ray``), so a searched figure and a fixed one are measured alike.
+
+The study is Optuna's NSGA-II (multi-objective; a trial that fails its gate is infeasible, not dropped:
+its figures still tell the sampler where the gate fails), stored in SQLite under
+``results/search/<task>-<target>/``, so a second run resumes and extends it. At the end the trials are
+written as ``trials.csv``, the fixed variants measured in the same run as ``fixed.csv``, the decision as
+``search.json``; the trial picked by ``--pick`` (e.g. the fastest of those keeping 99 % of the float
+policy's return) is copied into the export's folder and added to its manifest as variant ``searched``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backends.manifest import ArtifactEntry, Manifest, ManifestError, load_manifest, write_manifest
+from backends.profiles import TargetProfile, load_profile
+from backends.registry import get_backend
+from export.variants import Variant
+from tasks import TaskUnavailable
+
+OBJECTIVES: dict[str, tuple[str, str]] = {
+    "return": ("maximize", "return_ratio"),
+    "p99": ("minimize", "lat_p99_us"),
+    "size": ("minimize", "size_bytes"),
+    "rss": ("minimize", "peak_rss_mb"),
+}
+"""``--objectives`` name → (direction, the trial figure it is): the return as a ratio to the float policy's
+mean, the p99 latency at batch 1 (µs), the artifact's size on disk, the benchmark cell's peak RSS (MB)."""
+
+PICKS = {"fastest": "lat_p99_us", "smallest": "size_bytes", "lightest": "peak_rss_mb"}
+"""``--pick`` rule → the figure minimised among the trials that pass their gate and keep the return."""
+
+SEARCHED = "searched"
+"""The variant name the picked trial gets in the manifest."""
+
+EDGE_BACKENDS = ("onnxruntime", "openvino", "numpy")
+"""Backends a trial may run on: the edge runtimes. ``torch`` is the reference, not a deployment, and a
+TensorRT engine is built on its device (pending here): neither can be timed as a searched variant."""
+
+PRUNE_PCTS = tuple(range(10, 90, 10))
+"""Pruning ratios tried, in percent of each layer's channels (categorical steps: each source is built once
+per run and reused by every trial that asks for it)."""
+STUDENT_PCTS = (2, 5, 10, 20, 40)
+"""Student sizes tried, in percent of the float policy's parameters."""
+CALIBRATION_SIZES = (64, 256, 1024, 4096)
+"""Calibration states tried for int8 (capped at those the export has: 4,096 rollout states of a policy,
+a few hundred gridworld states)."""
+PRECISION_CHOICES = ("fp32", "fp16", "int8-dynamic", "int8-static")
+
+TRIAL_CSV = (
+    "number",
+    "state",
+    "status",
+    "reason",
+    "source",
+    "precision",
+    "per_channel",
+    "equalize",
+    "calibration",
+    "backend",
+    "format",
+    "mean_return",
+    "return_ratio",
+    "lat_p50_us",
+    "lat_p99_us",
+    "size_bytes",
+    "peak_rss_mb",
+    "params",
+    "pareto",
+    "chosen",
+    "seconds",
+)
+FIXED_CSV = (
+    "variant",
+    "backend",
+    "format",
+    "precision",
+    "status",
+    "mean_return",
+    "return_ratio",
+    "lat_p50_us",
+    "lat_p99_us",
+    "size_bytes",
+    "peak_rss_mb",
+)
+
+
+class SearchError(ValueError):
+    """Input the search cannot start from; the message says what to run or change."""
+
+
+@dataclass
+class SearchConfig:
+    """How a compression search runs; saved in ``search.json``."""
+
+    task: str = ""
+    """The exported task (its folder under artifacts/, e.g. cartpole); empty or gridworld: the gridworld
+    export, artifacts/<target>/."""
+    target: str = "x86"
+    """The target profile whose export is searched (its manifest: artifacts/[<task>/]<target>/)."""
+    manifest: str = ""
+    """The export's manifest.json, instead of the one --task and --target name."""
+    trials: int = 40
+    """Trials to run in this call (a resumed study adds them to its earlier ones)."""
+    minutes: float = 15.0
+    """Stop starting trials once this much wall time is spent (the fixed variants' timing included)."""
+    objectives: tuple[str, ...] = field(default=("return", "p99", "size"), metadata={"metavar": "NAME,..."})
+    """What the study optimises, from: return (ratio to the float policy's, maximised), p99 (latency at
+    batch 1), size (on disk), rss (peak resident memory of the benchmark cell)."""
+    pick: str = field(default="fastest", metadata={"choices": tuple(PICKS)})
+    """Which trial becomes variant `searched`: the fastest (p99), smallest (size) or lightest (peak RSS) of
+    those that pass their gate with at least --min-return-ratio of the float policy's return."""
+    min_return_ratio: float = 0.99
+    """The return a picked trial keeps, as a share of the float policy's mean return."""
+    population: int = 10
+    """NSGA-II's population: trials per generation (40 trials = 4 generations)."""
+    seed: int = 0
+    """The sampler's seed (sources and calibration use the export's own seed)."""
+    study: str = ""
+    """Study name and folder under --out; default <task>-<target>."""
+    out: str = "results/search"
+    """Folder of the study folders (SQLite storage, trials, CSV/JSON, pareto.png)."""
+    episodes: int = 0
+    """Episodes of each trial's return gate; 0: the export's (so trials and fixed variants are judged on
+    the same seeds)."""
+    finetune_steps: int = 0
+    """Fine-tuning steps of pruned networks and students; 0: the export's (each network's own budget)."""
+    min_iters: int = 3000
+    """Timed inference calls per latency measurement (p99 needs ≥ 662)."""
+    executor: str = field(default="local", metadata={"choices": ("local", "ray")})
+    """Where the timing cells run: local, or ray (python -m benchmarks --executor ray: a node offering
+    target_<target>, which must see this checkout's results/search/ at the same path)."""
+    address: str = "auto"
+    """--executor ray: the cluster to join."""
+    add_to_manifest: bool = True
+    """Copy the picked trial into the export's folder as variant `searched` (--no-add-to-manifest: only
+    report it)."""
+    chart: bool = True
+    """Draw pareto.png into the study folder (python -m reports.search)."""
+    progress: bool = True
+    """A progress bar on a terminal, else one line per trial (--no-progress: neither)."""
+
+    def __post_init__(self) -> None:
+        unknown = [o for o in self.objectives if o not in OBJECTIVES]
+        if unknown or not self.objectives:
+            raise ValueError(f"--objectives {','.join(self.objectives)}: choose from {', '.join(OBJECTIVES)}")
+        for name, ok in (
+            ("trials", self.trials >= 1),
+            ("minutes", self.minutes > 0),
+            ("population", self.population >= 2),
+            ("min_iters", self.min_iters >= 1),
+            ("episodes", self.episodes >= 0),
+            ("finetune_steps", self.finetune_steps >= 0),
+            ("min_return_ratio", 0 <= self.min_return_ratio),
+        ):
+            if not ok:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)} is out of range")
+
+    @property
+    def manifest_path(self) -> Path:
+        if self.manifest:
+            return Path(self.manifest)
+        task = "" if self.task in ("", "gridworld") else self.task
+        return Path("artifacts") / task / self.target / "manifest.json"
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.out) / (self.study or f"{self.task or 'gridworld'}-{self.target}")
+
+
+# --------------------------------------------------------------------------------------------- the space
+
+
+@dataclass(frozen=True)
+class Space:
+    """What a trial may choose on this export: derived from its policy and its target profile."""
+
+    sources: tuple[str, ...]
+    """Source kinds: float, pruned (a torch module to prune), distilled."""
+    equalize: bool
+    """Whether int8's activation equalization is a choice (an MLP's; a CNN's int8 placement has none)."""
+    backends: dict[str, tuple[str, ...]]
+    """Precision (fp32, fp16, int8-dynamic, int8-static) → the edge backends of the profile that run it
+    and whose format builds it (OpenVINO IR has no int8-dynamic)."""
+    calibration: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """One trial's settings, as sampled."""
+
+    source: str
+    precision: str
+    backend: str
+    per_channel: bool | None = None
+    equalize: bool | None = None
+    calibration: int | None = None
+
+    def variant(self, name: str) -> Variant:
+        options = {
+            "per_channel": self.per_channel,
+            "equalize": self.equalize,
+            "calibration": self.calibration,
+        }
+        return Variant(
+            name, self.source, self.precision, tuple((k, v) for k, v in options.items() if v is not None)
+        )
+
+
+def backend_format(profile: TargetProfile, backend: str) -> str:
+    """The profile's format that ``backend`` loads (onnx for onnxruntime and numpy, openvino for OpenVINO)."""
+    return next(fmt for fmt, plan in profile.formats.items() if backend in plan.backends)
+
+
+def runs(backend: str, fmt: str, precision: str) -> bool:
+    """Whether format ``fmt`` is built in ``precision`` and ``backend`` runs it (the numpy reference runs
+    no int8 graph, OpenVINO IR has no int8-dynamic)."""
+    from export.formats import get_format
+
+    converters = getattr(get_format(fmt), "CONVERTERS", None)  # a format that converts per precision
+    if converters is not None and precision not in converters:
+        return False
+    return get_backend(backend).runs(fmt, _label(precision))
+
+
+def make_space(profile: TargetProfile, manifest: Manifest, graph_only: bool, n_calib: int) -> Space:
+    """The choices of this export: pruning where there is a torch module, equalization where the policy is
+    an MLP, and per precision the profile's edge backends that run it."""
+    image = len(manifest.task_spec().observation.shape) == 3
+    listed = dict.fromkeys(
+        b for plan in profile.formats.values() for b in plan.backends if b in EDGE_BACKENDS
+    )
+    backends = {}
+    for precision in PRECISION_CHOICES:
+        able = [b for b in listed if runs(b, backend_format(profile, b), precision)]
+        if able:
+            backends[precision] = tuple(able)
+    sources = ("float", "distilled") if graph_only else ("float", "pruned", "distilled")
+    calibration = tuple(sorted({min(n, n_calib) for n in CALIBRATION_SIZES}))
+    return Space(sources, not image, backends, calibration)
+
+
+def suggest(trial: Any, space: Space) -> TrialPlan:
+    """Sample one trial's settings (Optuna's define-by-run: a parameter exists only where it applies)."""
+    kind = trial.suggest_categorical("source", list(space.sources))
+    source = kind
+    if kind == "pruned":
+        source = f"pruned-{trial.suggest_categorical('prune_pct', list(PRUNE_PCTS))}"
+    elif kind == "distilled":
+        source = f"distilled-{trial.suggest_categorical('student_pct', list(STUDENT_PCTS))}"
+    precision = trial.suggest_categorical("precision", list(space.backends))
+    backend = trial.suggest_categorical(f"backend_{precision}", list(space.backends[precision]))
+    plan = TrialPlan(source, precision, backend)
+    if _label(precision) != "int8":
+        return plan
+    plan = dataclasses.replace(
+        plan, calibration=trial.suggest_categorical("calibration", list(space.calibration))
+    )
+    if backend == "openvino":  # NNCF quantizes the IR its own way: the calibration states are its only input
+        return plan
+    return dataclasses.replace(
+        plan,
+        per_channel=trial.suggest_categorical("per_channel", [True, False]),
+        equalize=trial.suggest_categorical("equalize", [True, False]) if space.equalize else None,
+    )
+
+
+def _label(precision: str) -> str:
+    return "int8" if precision.startswith("int8") else precision
+
+
+# ------------------------------------------------------------------------------------------- the subject
+
+
+@dataclass
+class Subject:
+    """The export being searched: its manifest, its profile, a Builder over its policy's sources and the
+    gate its artifacts pass (the export's, against the float policy)."""
+
+    manifest: Manifest
+    manifest_path: Path
+    profile: TargetProfile
+    builder: Any
+    gate: Callable[[Manifest, ArtifactEntry, Variant], None]
+    graph_only: bool
+    float_return: float
+    float_ci: tuple[float, float]
+    exact: bool
+    """Exact returns (the gridworld's oracle evaluation), else seeded episodes with a CI."""
+
+
+def export_config(manifest_path: Path, config: SearchConfig) -> Any:
+    """The ``ExportConfig`` the manifest was exported with (``export_config.json`` beside it)."""
+    from export.pipeline import ExportConfig
+
+    path = manifest_path.parent / "export_config.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise SearchError(f"{path}: cannot read the export's settings ({err}); re-run make export") from err
+    known = {f.name for f in dataclasses.fields(ExportConfig)}
+    export = ExportConfig(**{k: v for k, v in saved.items() if k in known})
+    export.out, export.quiet = str(manifest_path.parent), True
+    if config.episodes:
+        export.episodes = config.episodes
+    if config.finetune_steps:
+        export.finetune_steps = config.finetune_steps
+    return export
+
+
+def load_export(config: SearchConfig) -> tuple[Manifest, Any]:
+    """The manifest to search and the ``ExportConfig`` it was made with; SearchError naming what to run."""
+    try:
+        manifest = load_manifest(config.manifest_path)
+    except ManifestError as err:
+        hint = f"make export TARGET={config.target}" + (f" TASK={config.task}" if config.task else "")
+        raise SearchError(f"{err} (search an export: run {hint} first)") from err
+    return manifest, export_config(config.manifest_path, config)
+
+
+@contextmanager
+def open_subject(config: SearchConfig) -> Iterator[Subject]:
+    """Load the export named by ``config`` and prepare its sources and gate (what ``python -m export``
+    prepares), with a scratch folder for the sources' fp32 graphs."""
+    from export import pipeline, task_export
+
+    path = config.manifest_path
+    manifest, export = load_export(config)
+    profile = load_profile(manifest.target)
+    ev = manifest.source.get("eval", {})
+    with tempfile.TemporaryDirectory(prefix="neuroquant-search-") as scratch:
+        if export.policy:
+            plan = task_export.prepare(export)
+            builder, ref = task_export.make_builder(plan, Path(scratch), Path(scratch))
+
+            def gate(trial_manifest: Manifest, entry: ArtifactEntry, variant: Variant) -> None:
+                from export import task_gates
+
+                tolerance, own = task_export.own_outputs(variant, builder, ref)
+                task_gates.gate(trial_manifest, entry, ref, profile, tolerance, own)
+
+            graph_only = plan.policy.kind in task_export.GRAPH_ONLY or bool(plan.policy.underivable)
+            mean, ci, exact = ref.evaluation.mean_return, tuple(ref.evaluation.ci95), False
+        else:
+            plan = pipeline.prepare(export)
+            builder, ref = pipeline.make_builder(plan, Path(scratch), Path(scratch))
+
+            def gate(trial_manifest: Manifest, entry: ArtifactEntry, variant: Variant) -> None:
+                pipeline.gate_entry(trial_manifest, entry, variant, builder, ref)
+
+            graph_only = False
+            mean = ref.evaluation.mean_return
+            ci, exact = (mean, mean), True
+        if not math.isclose(mean, ev.get("mean_return", mean), rel_tol=1e-6, abs_tol=1e-6):
+            print(
+                f"note: the float policy's return here ({mean:.4g}) differs from the manifest's "
+                f"({ev['mean_return']:.4g}): another host or --episodes; trials are judged on this run's",
+                file=sys.stderr,
+            )
+        yield Subject(manifest, path, profile, builder, gate, graph_only, mean, ci, exact)
+
+
+def return_ratio(mean: float | None, float_mean: float) -> float | None:
+    """``mean`` as a share of the float policy's; for a negative float return (Pendulum), 1 + the gain over
+    its magnitude, so a larger ratio is still a better return."""
+    if mean is None:
+        return None
+    if float_mean > 0:
+        return mean / float_mean
+    return 1.0 + (mean - float_mean) / max(abs(float_mean), 1e-12)
+
+
+# ------------------------------------------------------------------------------------------------ timing
+
+
+def bench_command(manifest: Path, out: Path, config: SearchConfig, variants: str = "") -> list[str]:
+    """``python -m benchmarks`` timing only batch-1 latency (with its RSS) of a manifest's artifacts."""
+    cmd = [sys.executable, "-m", "benchmarks", "--manifest", str(manifest), "--out", str(out)]
+    cmd += ["--scenarios", "latency", "--no-env", "--no-trainer", "--no-progress"]
+    cmd += ["--min-iters", str(config.min_iters), "--min-seconds", "0.5", "--max-seconds", "10"]
+    cmd += ["--executor", config.executor, "--address", config.address]
+    return cmd + (["--variants", variants] if variants else [])
+
+
+def run_bench(manifest: Path, out: Path, config: SearchConfig, variants: str = "") -> list[dict[str, str]]:
+    """Run the benchmark matrix on ``manifest`` into ``out``; its latency rows (every cell's)."""
+    out.mkdir(parents=True, exist_ok=True)
+    before = set(out.glob("bench_*.csv"))
+    proc = subprocess.run(
+        bench_command(manifest, out, config, variants), capture_output=True, text=True, timeout=1800
+    )
+    written = sorted(set(out.glob("bench_*.csv")) - before)
+    if proc.returncode != 0 or not written:
+        last = next((ln for ln in reversed(proc.stderr.splitlines()) if ln.strip()), "no output")
+        raise RuntimeError(f"python -m benchmarks exited {proc.returncode}: {last}")
+    with written[-1].open(newline="") as f:
+        return [row for row in csv.DictReader(f) if row["scenario"] == "latency"]
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def measure_fixed(subject: Subject, config: SearchConfig, folder: Path) -> list[dict[str, Any]]:
+    """The profile's fixed variants timed like the trials, in this run (one row per artifact × backend)."""
+    rows = run_bench(subject.manifest_path, folder / "bench-fixed", config)
+    entries = {e.name: e for e in subject.manifest.artifacts}
+    fixed = []
+    for row in rows:
+        if row["variant"] == SEARCHED:
+            continue
+        entry = entries.get(f"{row['variant']}/{row['format']}")
+        mean = entry.eval.get("mean_return") if entry is not None else None
+        fixed.append(
+            {
+                "variant": row["variant"],
+                "backend": row["backend"],
+                "format": row["format"],
+                "precision": row["precision"],
+                "status": entry.status if entry is not None else row.get("artifact_status", ""),
+                "mean_return": mean,
+                "return_ratio": return_ratio(mean, subject.float_return),
+                "measured": row["status"],
+                "lat_p50_us": _number(row.get("lat_p50_us")),
+                "lat_p99_us": _number(row.get("lat_p99_us")),
+                "size_bytes": _number(row.get("size_bytes")),
+                "peak_rss_mb": _number(row.get("peak_rss_mb")),
+            }
+        )
+    return fixed
+
+
+# ------------------------------------------------------------------------------------------------ trials
+
+
+def run_trial(
+    subject: Subject, plan: TrialPlan, number: int, folder: Path, config: SearchConfig
+) -> dict[str, Any]:
+    """Build, gate and time one trial's variant in ``folder``; its record (``status`` says how far it got)."""
+    started = time.perf_counter()
+    variant = plan.variant(f"trial-{number}")
+    fmt = backend_format(subject.profile, plan.backend)
+    record: dict[str, Any] = {**dataclasses.asdict(plan), "format": fmt, "status": "ok", "reason": ""}
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    subject.builder.root = folder
+    (entry,) = subject.builder.build_variant(variant, [fmt])
+    record.update(size_bytes=entry.size_bytes, params=entry.params)
+    if entry.status != "ok":
+        return {**record, "status": "build-failed", "reason": entry.reason, "seconds": _since(started)}
+    entry.backends = [plan.backend]
+    trial_manifest = dataclasses.replace(subject.manifest, artifacts=[entry], root=folder)
+    subject.gate(trial_manifest, entry, variant)
+    mean = entry.eval.get("mean_return")
+    record.update(mean_return=mean, return_ratio=return_ratio(mean, subject.float_return))
+    record["parity"] = entry.parity
+    if entry.status != "ok":  # still timed (the matrix times failed artifacts too): the report shows
+        record.update(status="gate-failed", reason=entry.reason)  # what the gate rejected, at what speed
+    entry.backends = [plan.backend]
+    write_manifest(trial_manifest, folder / "manifest.json")
+    try:
+        (row,) = run_bench(folder / "manifest.json", folder / "bench", config)
+    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as err:
+        return {**record, "status": "measure-failed", "reason": str(err), "seconds": _since(started)}
+    if row["status"] != "ok":
+        reason = f"latency cell {row['status']}: {row.get('reason', '')}"
+        return {**record, "status": "measure-failed", "reason": reason, "seconds": _since(started)}
+    record.update({k: _number(row.get(k)) for k in ("lat_p50_us", "lat_p99_us", "peak_rss_mb")})
+    return {**record, "seconds": _since(started)}
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 2)
+
+
+def open_study(config: SearchConfig, folder: Path) -> Any:
+    """The study in ``folder/study.db``, created or resumed; refused if it optimises other objectives."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = folder.name
+    sampler = optuna.samplers.NSGAIISampler(population_size=config.population, seed=config.seed)
+    study = optuna.create_study(
+        study_name=name,
+        storage=f"sqlite:///{(folder / 'study.db').resolve()}",
+        directions=[OBJECTIVES[o][0] for o in config.objectives],
+        sampler=sampler,
+        load_if_exists=True,
+    )
+    saved = study.user_attrs.get("objectives")
+    if saved is None:
+        study.set_user_attr("objectives", list(config.objectives))
+    elif saved != list(config.objectives):
+        raise SearchError(
+            f"study {name} ({folder}) optimises {','.join(saved)}; run it with --objectives "
+            f"{','.join(saved)}, or start another with --study NAME"
+        )
+    return study
+
+
+def search(config: SearchConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run the study (resuming it), write its CSV/JSON, add the pick to the manifest; (the summary of
+    ``search.json``, every trial's record)."""
+    from optuna.trial import TrialState
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    folder = config.folder
+    load_export(config)  # a missing or broken export is refused before the study is created
+    study = open_study(config, folder)
+    with open_subject(config) as subject:
+        fixed = measure_fixed(subject, config, folder)
+        space = make_space(
+            subject.profile, subject.manifest, subject.graph_only, len(subject.builder.calib_obs)
+        )
+        show = config.progress and sys.stderr.isatty()
+        bar = tqdm(total=config.trials, desc=f"search {folder.name}", unit="trial", disable=not show)
+        durations: list[float] = []
+        for _ in range(config.trials):
+            spent = time.perf_counter() - started
+            expected = sorted(durations)[len(durations) // 2] if durations else 0.0
+            if spent + expected > config.minutes * 60:
+                break
+            trial = study.ask()
+            plan = suggest(trial, space)
+            record = run_trial(subject, plan, trial.number, folder / "trials" / str(trial.number), config)
+            durations.append(record["seconds"])
+            for key, value in record.items():
+                trial.set_user_attr(key, value)
+            if record["status"] in ("ok", "gate-failed"):
+                # NSGA-II's constrained domination: a trial that failed its gate is infeasible (> 0)
+                trial.set_constraint("gate", 0.0 if record["status"] == "ok" else 1.0)
+                values = [record[OBJECTIVES[o][1]] for o in config.objectives]
+                study.tell(trial, values)
+            else:
+                study.tell(trial, state=TrialState.FAIL)
+            bar.update()
+            line = _trial_line(trial.number, record)
+            bar.set_postfix_str(line[:60])
+            if config.progress and not show:
+                print(line, file=sys.stderr)
+        bar.close()
+        records = trial_records(study)
+        summary = decide(records, fixed, subject, config)
+        summary["seconds"] = round(time.perf_counter() - started, 1)
+        summary["trials_run"] = len(durations)
+        if summary["chosen"] is not None and config.add_to_manifest:
+            add_searched(subject, folder / "trials" / str(summary["chosen"]["number"]), summary)
+            summary["added_to"] = str(subject.manifest_path)
+    write_outputs(folder, records, fixed, summary)
+    if config.chart:
+        draw_chart(folder)
+    return summary, records
+
+
+def _trial_line(number: int, record: dict[str, Any]) -> str:
+    settings = f"{record['source']} {record['precision']} {record['backend']}"
+    if record["status"] in ("build-failed", "measure-failed"):
+        return f"trial {number}: {settings}: {record['status']}: {record['reason'][:120]}"
+    ratio, p99 = record.get("return_ratio"), record.get("lat_p99_us")
+    figures = f"return ×{ratio:.3f}" if ratio is not None else "return -"
+    figures += f", p99 {p99:.0f} µs" if p99 is not None else ""
+    figures += f", {record['size_bytes'] / 1024:.1f} KiB" if record.get("size_bytes") else ""
+    verdict = "ok" if record["status"] == "ok" else f"gate failed ({record['reason'][:80]})"
+    return f"trial {number}: {settings}: {figures}: {verdict}"
+
+
+def trial_records(study: Any) -> list[dict[str, Any]]:
+    """Every finished trial of the study (all runs), flat: its settings and figures."""
+    from optuna.trial import TrialState
+
+    records = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        attrs = trial.user_attrs
+        if "status" not in attrs:
+            continue  # a trial interrupted before it was recorded
+        state = "complete" if trial.state == TrialState.COMPLETE else "failed"
+        records.append({"number": trial.number, "state": state, **attrs})
+    return records
+
+
+# ------------------------------------------------------------------------------------------------ decide
+
+
+def pareto_front(records: list[dict[str, Any]], objectives: tuple[str, ...]) -> list[int]:
+    """Numbers of the trials that pass their gate and no other such trial dominates on ``objectives``."""
+    keys = [(OBJECTIVES[o][1], OBJECTIVES[o][0] == "maximize") for o in objectives]
+    feasible = [r for r in records if r["status"] == "ok" and all(r.get(k) is not None for k, _ in keys)]
+
+    def score(r: dict[str, Any]) -> list[float]:  # every objective as "smaller is better"
+        return [-r[k] if up else r[k] for k, up in keys]
+
+    front = []
+    for r in feasible:
+        s = score(r)
+        if not any(all(a <= b for a, b in zip(score(o), s, strict=True)) and score(o) != s for o in feasible):
+            front.append(r["number"])
+    return front
+
+
+def choose(records: list[dict[str, Any]], config: SearchConfig) -> tuple[dict[str, Any] | None, str]:
+    """The trial ``--pick`` names among those that pass their gate with ≥ ``--min-return-ratio``; why."""
+    figure = PICKS[config.pick]
+    keeping = [
+        r
+        for r in records
+        if r["status"] == "ok"
+        and r.get("return_ratio") is not None
+        and r["return_ratio"] >= config.min_return_ratio
+        and r.get(figure) is not None
+    ]
+    if not keeping:
+        passed = sum(r["status"] == "ok" for r in records)
+        return None, (
+            f"no trial keeps {config.min_return_ratio:g} of the float policy's return and passes its gate "
+            f"({passed} of {len(records)} trials passed the gate)"
+        )
+    best = min(keeping, key=lambda r: (r[figure], r.get("size_bytes") or 0, r.get("lat_p99_us") or 0))
+    return best, (
+        f"trial {best['number']} is the {config.pick} ({figure} {best[figure]:.4g}) of the {len(keeping)} "
+        f"trials that pass their gate with return ≥ {config.min_return_ratio:g} × the float policy's"
+    )
+
+
+def dominance(
+    chosen: dict[str, Any], fixed: list[dict[str, Any]], subject: Subject, config: SearchConfig
+) -> list[dict[str, Any]]:
+    """Against each fixed variant that passed its gate: is the pick's return equal or better, and on which
+    other objectives is it strictly better? Equal return: exact returns at least the fixed one's (the
+    gridworld); seeded returns at least the fixed one's less the float policy's 95% CI half-width, the
+    resolution the episodes give (two artifacts closer than that are not told apart by them)."""
+    resolution = 1e-9 if subject.exact else (subject.float_ci[1] - subject.float_ci[0]) / 2
+    others = [OBJECTIVES[o][1] for o in ("p99", "size", "rss")]
+    out = []
+    for row in fixed:
+        if row["status"] != "ok" or row["mean_return"] is None or row["backend"] not in EDGE_BACKENDS:
+            continue
+        return_ok = chosen["mean_return"] >= row["mean_return"] - resolution
+        better = [
+            name
+            for name, key in zip(("p99", "size", "rss"), others, strict=True)
+            if chosen.get(key) is not None and row.get(key) is not None and chosen[key] < row[key]
+        ]
+        out.append(
+            {
+                "variant": row["variant"],
+                "backend": row["backend"],
+                "return_ok": bool(return_ok),
+                "better_on": better,
+                "dominates": bool(return_ok and better),
+            }
+        )
+    return out
+
+
+def decide(
+    records: list[dict[str, Any]], fixed: list[dict[str, Any]], subject: Subject, config: SearchConfig
+) -> dict[str, Any]:
+    """The summary of ``search.json``: the Pareto front, the pick and how it compares with the fixed."""
+    front = set(pareto_front(records, config.objectives))
+    chosen, why = choose(records, config)
+    for r in records:
+        r["pareto"] = int(r["number"] in front)
+        r["chosen"] = int(chosen is not None and r["number"] == chosen["number"])
+    manifest = subject.manifest
+    return {
+        "schema": 1,
+        "study": config.folder.name,
+        "task": manifest.task_spec().name,
+        "target": manifest.target,
+        "manifest": str(subject.manifest_path),
+        "objectives": list(config.objectives),
+        "pick": config.pick,
+        "min_return_ratio": config.min_return_ratio,
+        "float": {
+            "mean_return": subject.float_return,
+            "ci95": list(subject.float_ci),
+            "exact": subject.exact,
+        },
+        "chosen": None if chosen is None else _public(chosen),
+        "chosen_reason": why,
+        "dominance": [] if chosen is None else dominance(chosen, fixed, subject, config),
+        "pareto": sorted(front),
+        "trials": len(records),
+        "config": {k: v for k, v in dataclasses.asdict(config).items()},
+        "created": _now(),
+        "host": _host(),
+    }
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: record.get(k) for k in TRIAL_CSV if k not in ("pareto", "chosen")} | {
+        "parity": record.get("parity")
+    }
+
+
+def _now() -> str:
+    from export.pipeline import now_utc
+
+    return now_utc()
+
+
+def _host() -> dict[str, Any]:
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "arch": platform.machine()}
+
+
+# --------------------------------------------------------------------------------------------- outputs
+
+
+def add_searched(subject: Subject, trial_folder: Path, summary: dict[str, Any]) -> None:
+    """Copy the picked trial's artifact into the export's folder as ``searched/`` and put its entry in the
+    manifest (replacing an earlier pick); the files first, the manifest last, each swap atomic."""
+    trial = load_manifest(trial_folder / "manifest.json")
+    (entry,) = trial.artifacts
+    old_dir = entry.path.split("/", 1)[0]
+    root = subject.manifest_path.parent
+    staged = Path(tempfile.mkdtemp(prefix=".searched.", dir=root))
+    try:
+        shutil.copytree(trial_folder / old_dir, staged, dirs_exist_ok=True)
+        moved = root / f".{SEARCHED}.old-{os.getpid()}"
+        if (root / SEARCHED).exists():
+            os.replace(root / SEARCHED, moved)
+        os.replace(staged, root / SEARCHED)
+        shutil.rmtree(moved, ignore_errors=True)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+    def moved_path(rel: str) -> str:
+        return f"{SEARCHED}/{rel.split('/', 1)[1]}"
+
+    extra = dict(entry.extra)
+    if "files" in extra:
+        extra["files"] = {moved_path(k): v for k, v in extra["files"].items()}
+    chosen = summary["chosen"]
+    extra["search"] = {
+        "study": summary["study"],
+        "trial": chosen["number"],
+        "settings": {k: chosen[k] for k in ("source", "precision", "per_channel", "equalize", "calibration")},
+        "backend": chosen["backend"],
+        "lat_p99_us": chosen["lat_p99_us"],
+        "rule": summary["chosen_reason"],
+    }
+    searched = dataclasses.replace(
+        entry,
+        name=f"{SEARCHED}/{entry.format}",
+        variant=SEARCHED,
+        path=moved_path(entry.path),
+        status="ok",
+        reason=None,
+        extra=extra,
+    )
+    manifest = load_manifest(subject.manifest_path)
+    manifest.artifacts = [a for a in manifest.artifacts if a.variant != SEARCHED] + [searched]
+    write_manifest(manifest, subject.manifest_path)
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(row.get(k)) for k in columns})
+    os.replace(tmp, path)
+
+
+def write_outputs(
+    folder: Path, records: list[dict[str, Any]], fixed: list[dict[str, Any]], summary: dict
+) -> None:
+    """trials.csv, fixed.csv and search.json (the report reads these: ``reports.search``)."""
+    write_csv(folder / "trials.csv", TRIAL_CSV, records)
+    write_csv(folder / "fixed.csv", FIXED_CSV, fixed)
+    tmp = folder / ".search.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    os.replace(tmp, folder / "search.json")
+
+
+def draw_chart(folder: Path) -> None:
+    """pareto.png by the report's chart (``python -m reports.search``; a process, as export does not import
+    reports); a failure is a warning, the study's files stand."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "reports.search", str(folder)], capture_output=True, text=True, timeout=300
+    )
+    if proc.returncode != 0:
+        last = next((ln for ln in reversed(proc.stderr.splitlines()) if ln.strip()), "")
+        print(f"warning: no pareto.png ({last})", file=sys.stderr)
+
+
+def format_summary(summary: dict[str, Any], records: list[dict[str, Any]]) -> str:
+    """The Pareto front as a table, the pick and its comparison with the fixed variants."""
+    rows = [("trial", "source", "precision", "backend", "return", "p99 µs", "size KiB", "rss MB")]
+    for r in sorted((r for r in records if r.get("pareto")), key=lambda r: r.get("lat_p99_us") or 0):
+        rows.append(
+            (
+                f"{r['number']}{' *' if r.get('chosen') else ''}",
+                r["source"],
+                r["precision"] + ("" if r.get("per_channel") in (None, True) else " per-tensor"),
+                r["backend"],
+                f"{r['return_ratio']:.3f}",
+                f"{r['lat_p99_us']:.0f}",
+                f"{r['size_bytes'] / 1024:.1f}",
+                f"{r['peak_rss_mb']:.1f}" if r.get("peak_rss_mb") is not None else "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["Pareto front (* = picked):"]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    lines.append(summary["chosen_reason"])
+    compared = summary["dominance"]
+    if compared:
+        won = [
+            f"{d['variant']}/{d['backend']} ({', '.join(d['better_on'])})" for d in compared if d["dominates"]
+        ]
+        lost = [f"{d['variant']}/{d['backend']}" for d in compared if not d["dominates"]]
+        lines.append(
+            f"at equal or better return and better on p99, size or RSS than {len(won)} of the "
+            f"{len(compared)} fixed variants that passed their gate: {', '.join(won) or 'none'}"
+        )
+        if lost:
+            lines.append(f"  not better than: {', '.join(lost)}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+
+def build_parser() -> Any:
+    from backends.profiles import known_targets
+    from common.cli import dataclass_parser
+
+    return dataclass_parser(
+        SearchConfig,
+        prog="python -m export.search",
+        description="The best variant of an export under a budget: an Optuna NSGA-II study over pruning, "
+        "student size, precision and backend; each trial built, gated and timed like the fixed variants.",
+        epilog=f"Known targets: {', '.join(known_targets())}. Example (after make export TARGET=x86 "
+        "POLICY=sb3:runs/zoo/cartpole/model.zip ENV=CartPole-v1): python -m export.search --task cartpole "
+        "--target x86 --trials 40 --minutes 15 --pick fastest --min-return-ratio 0.99",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit 2 with one line on bad input (nothing written to the manifest); 0 once the study is saved."""
+    from common.cli import parse_dataclass
+
+    parser = build_parser()
+    config = parse_dataclass(SearchConfig, parser, argv, outputs={"out": "dir"})
+    try:
+        summary, records = search(config)
+    except (SearchError, ValueError, TaskUnavailable) as err:  # ProfileError, CheckpointError …
+        print(f"python -m export.search: error: {err}", file=sys.stderr)
+        return 2
+    print(format_summary(summary, records))
+    where = f"; added as variant {SEARCHED} to {summary['added_to']}" if summary.get("added_to") else ""
+    print(f"wrote {config.folder}/ ({summary['trials_run']} trials in {summary['seconds']} s{where})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

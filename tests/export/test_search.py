@@ -1,0 +1,274 @@
+"""The compression search (``python -m export.search``): a handful of real trials on the fixture policy, its
+outputs, its resume, the pick added to the manifest and loaded back, and its refusals; the decision rules
+on controlled records.
+
+What a trial *measures* (which settings pass, how fast they are) depends on the host; what is asserted is
+how the search records, ranks and picks them, recomputed from its own outputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from backends.manifest import file_sha256, load_manifest
+from backends.profiles import load_profile
+from backends.registry import get_backend
+from export.__main__ import main as export_main
+from export.quantize import PRECISIONS
+from export.search import (
+    OBJECTIVES,
+    SearchConfig,
+    Space,
+    choose,
+    dominance,
+    main,
+    make_space,
+    pareto_front,
+    suggest,
+)
+from export.sources import SOURCES, source_builder
+
+TRIALS = 4
+
+
+@pytest.fixture(scope="module")
+def exported(
+    tmp_path_factory: pytest.TempPathFactory, teacher: Path, student: Path, dataset_path: Path
+) -> Path:
+    """A small gridworld export of the fixture teacher (three variants), its manifest's path."""
+    out = tmp_path_factory.mktemp("search") / "artifacts" / "x86"
+    argv = ["--target", "x86", "--checkpoint", str(teacher), "--distilled", str(student)]
+    argv += ["--dataset", str(dataset_path), "--out", str(out), "--variants", "float,int8-static", "--quiet"]
+    assert export_main(argv) == 0
+    return out / "manifest.json"
+
+
+def _search_args(manifest: Path, out: Path, trials: int, *extra: str) -> list[str]:
+    return [
+        "--manifest", str(manifest), "--out", str(out), "--study", "t", "--trials", str(trials),
+        "--population", "2", "--min-iters", "700", "--min-return-ratio", "0", "--no-progress", "--no-chart",
+        *extra,
+    ]  # fmt: skip
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def searched(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The study folder after one search of :data:`TRIALS` trials over ``exported``."""
+    out = tmp_path_factory.mktemp("studies")
+    assert main(_search_args(exported, out, TRIALS)) == 0
+    return out / "t"
+
+
+@pytest.mark.slow
+def test_search_records_every_trial(searched: Path) -> None:
+    rows = _rows(searched / "trials.csv")
+    assert [int(r["number"]) for r in rows] == list(range(TRIALS))
+    for r in rows:
+        assert r["status"] in ("ok", "gate-failed", "build-failed", "measure-failed")
+        assert (r["state"] == "complete") == (r["status"] in ("ok", "gate-failed"))
+        if r["state"] == "complete":  # built, gated and timed: every objective has its figure
+            assert float(r["lat_p99_us"]) >= float(r["lat_p50_us"]) > 0
+            assert int(r["size_bytes"]) > 0 and float(r["return_ratio"]) > 0
+            assert (searched / "trials" / r["number"] / "manifest.json").is_file()
+        else:
+            assert r["reason"]
+        if r["status"] == "gate-failed":
+            assert r["reason"] and r["pareto"] == "0"
+    fixed = _rows(searched / "fixed.csv")
+    assert {(f["variant"], f["backend"]) for f in fixed} >= {
+        ("float", "onnxruntime"),
+        ("int8-static", "onnxruntime"),
+    }
+    assert all(float(f["lat_p99_us"]) > 0 for f in fixed)
+
+
+@pytest.mark.slow
+def test_search_picks_by_its_rule_and_adds_the_pick_to_the_manifest(searched: Path, exported: Path) -> None:
+    summary = json.loads((searched / "search.json").read_text())
+    rows = _rows(searched / "trials.csv")
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        assert summary["chosen"] is None and "no trial" in summary["chosen_reason"]
+        return
+    fastest = min(ok, key=lambda r: float(r["lat_p99_us"]))
+    assert summary["chosen"]["number"] == int(fastest["number"])
+    assert [r["number"] for r in rows if r["chosen"] == "1"] == [fastest["number"]]
+    assert fastest["pareto"] == "1"  # the fastest feasible trial is never dominated on p99
+    manifest = load_manifest(exported)
+    (entry,) = [a for a in manifest.artifacts if a.variant == "searched"]
+    assert entry.extra["search"]["trial"] == int(fastest["number"])
+    assert entry.path.startswith("searched/") and file_sha256(manifest.artifact_path(entry)) == entry.sha256
+    assert entry.backends == [fastest["backend"]]
+    backend = get_backend(fastest["backend"]).from_manifest(
+        manifest, entry, load_profile("x86").settings_for(fastest["backend"])
+    )
+    obs = np.zeros((3, 6), dtype=np.float32)
+    with backend:
+        assert backend.infer(obs).shape == (3, 3)
+    assert {"float", "int8-static"} <= {a.variant for a in manifest.artifacts}  # the fixed ones stay
+
+
+@pytest.mark.slow
+def test_a_study_resumes(searched: Path, exported: Path) -> None:
+    assert main(_search_args(exported, searched.parent, 1)) == 0
+    rows = _rows(searched / "trials.csv")
+    assert [int(r["number"]) for r in rows] == list(range(TRIALS + 1))
+    assert json.loads((searched / "search.json").read_text())["trials"] == TRIALS + 1
+    # the same study with other objectives would mix two searches: refused, nothing changed
+    code = main(_search_args(exported, searched.parent, 1, "--objectives", "return,size"))
+    assert code == 2 and len(_rows(searched / "trials.csv")) == TRIALS + 1
+
+
+def test_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--manifest", str(tmp_path / "none.json"), "--out", str(tmp_path)]) == 2
+    assert "make export" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--objectives", "return,speed"])
+    assert exit_info.value.code == 2
+    assert "choose from return, p99, size, rss" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------------------ decision rules
+
+
+def _record(number: int, status: str = "ok", **figures: float) -> dict[str, Any]:
+    base = {
+        "return_ratio": 1.0,
+        "mean_return": 9.0,
+        "lat_p99_us": 100.0,
+        "size_bytes": 1000,
+        "peak_rss_mb": 50,
+    }
+    return {"number": number, "status": status, **base, **figures}
+
+
+def test_pareto_front_keeps_the_undominated_feasible_trials() -> None:
+    records = [
+        _record(0, lat_p99_us=50, size_bytes=2000),
+        _record(1, lat_p99_us=80, size_bytes=900),
+        _record(2, lat_p99_us=90, size_bytes=2000),  # dominated by 0 (slower, same size and return)
+        _record(3, lat_p99_us=10, size_bytes=10, status="gate-failed"),  # infeasible: never on the front
+        _record(4, return_ratio=1.1, lat_p99_us=200, size_bytes=5000),  # the best return
+    ]
+    assert pareto_front(records, ("return", "p99", "size")) == [0, 1, 4]
+    assert pareto_front(records, ("p99",)) == [0]
+
+
+def test_choose_applies_the_rule() -> None:
+    records = [
+        _record(0, return_ratio=0.95, lat_p99_us=10),
+        _record(1, lat_p99_us=30, size_bytes=500),
+        _record(2, lat_p99_us=20, size_bytes=800, peak_rss_mb=40),
+        _record(3, status="gate-failed", lat_p99_us=5),
+    ]
+    config = SearchConfig(pick="fastest", min_return_ratio=0.99)
+    assert choose(records, config)[0]["number"] == 2  # 0 loses return, 3 its gate
+    assert choose(records, SearchConfig(pick="smallest"))[0]["number"] == 1
+    assert choose(records, SearchConfig(pick="lightest"))[0]["number"] == 2
+    assert choose(records, SearchConfig(pick="fastest", min_return_ratio=0.9))[0]["number"] == 0
+    chosen, why = choose(records, SearchConfig(min_return_ratio=1.5))
+    assert chosen is None and "no trial keeps 1.5" in why and "(3 of 4 trials passed the gate)" in why
+
+
+def test_dominance_compares_at_equal_return() -> None:
+    class Subject:
+        exact, float_ci = False, (8.0, 10.0)  # seeded returns: a 1.0 CI half-width
+
+    fixed = [
+        {
+            "variant": "a",
+            "backend": "onnxruntime",
+            "status": "ok",
+            **_record(0, mean_return=9.5, lat_p99_us=150),
+        },
+        {
+            "variant": "b",
+            "backend": "onnxruntime",
+            "status": "ok",
+            **_record(0, mean_return=11.0, lat_p99_us=150),
+        },
+        {**_record(0, lat_p99_us=90, size_bytes=900), "variant": "c", "backend": "openvino", "status": "ok"},
+        {**_record(0), "variant": "d", "backend": "onnxruntime", "status": "failed"},  # not compared
+        {**_record(0), "variant": "a", "backend": "torch", "status": "ok"},  # the reference, not a deployment
+    ]
+    verdicts = dominance(_record(9), fixed, Subject(), SearchConfig())  # type: ignore[arg-type]
+    by = {d["variant"]: d for d in verdicts}
+    assert set(by) == {"a", "b", "c"} and len(verdicts) == 3
+    assert by["a"]["dominates"] and by["a"]["better_on"] == ["p99"]
+    assert not by["b"]["return_ok"] and not by["b"]["dominates"]  # 9.0 < 11.0 − 1.0
+    assert not by["c"]["dominates"] and by["c"]["return_ok"]  # faster and smaller than the pick
+
+
+def test_the_space_follows_the_export(exported: Path) -> None:
+    import optuna
+
+    space = make_space(load_profile("x86"), load_manifest(exported), graph_only=False, n_calib=300)
+    assert space.calibration == (64, 256, 300) and space.equalize
+    assert space.backends["int8-dynamic"] == ("onnxruntime",)  # no int8 in numpy, no int8-dynamic IR
+    assert "numpy" not in space.backends["int8-static"] and "openvino" in space.backends["int8-static"]
+    graph = Space(("float", "distilled"), False, {"int8-static": ("openvino",)}, (64,))
+    study = optuna.create_study(directions=["minimize"])
+    for _ in range(20):
+        plan = suggest(study.ask(), graph)
+        assert not plan.source.startswith("pruned") and plan.backend == "openvino"
+        # NNCF quantizes the IR: only the calibration size applies to it
+        assert plan.calibration == 64 and plan.per_channel is None and plan.equalize is None
+    assert set(OBJECTIVES) == {"return", "p99", "size", "rss"}
+
+
+# ------------------------------------------------------------------------------ the parametrized export
+
+
+def test_sized_sources_parse() -> None:
+    assert source_builder("float") is SOURCES["float"]
+    assert source_builder("pruned-45").args == (0.45,)  # type: ignore[attr-defined]
+    assert source_builder("distilled-20").args == (0.2,)  # type: ignore[attr-defined]
+    for bad in ("pruned-0", "pruned-96", "distilled-x", "student-10"):
+        with pytest.raises(ValueError, match=r"unknown source.*pruned-<1\.\.95>"):
+            source_builder(bad)
+
+
+def _weight_scales(path: Path) -> list[np.ndarray]:
+    model = onnx.load_model(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    weights = {n.input[1] for n in model.graph.node if n.op_type in ("Gemm", "MatMul")}
+    # the scale of each DequantizeLinear that feeds a weight
+    return [
+        inits[n.input[1]]
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.output[0] in weights
+    ]
+
+
+def test_int8_options_change_the_graph(tmp_path: Path, teacher: Path, dataset_path: Path) -> None:
+    from export.onnx_export import export_onnx
+    from train.checkpoint import load_checkpoint
+    from train.dataset import load_dataset
+    from train.evaluate import flat_obs
+
+    model, config, _ = load_checkpoint(teacher)
+    src = tmp_path / "fp32.onnx"
+    export_onnx(model, config.obs_dim, config.n_actions, src, {})
+    calib = flat_obs(load_dataset(dataset_path).observations)[:200]
+    static = PRECISIONS["int8-static"]
+    channel = static.apply(src, tmp_path / "c.onnx", calib)
+    tensor = static.apply(src, tmp_path / "t.onnx", calib, per_channel=False, equalize=False)
+    assert {s.size for s in _weight_scales(tmp_path / "t.onnx")} == {1}  # one scale per weight tensor
+    assert max(s.size for s in _weight_scales(tmp_path / "c.onnx")) > 1  # one per output channel
+    assert "per-tensor" in tensor["quantization"] and "unequalized" in tensor["quantization"]
+    assert tensor["activation_spreads"] is None and channel["activation_spreads"]
+    assert set(static.options) == {"per_channel", "equalize"} and not PRECISIONS["fp16"].options
