@@ -2,8 +2,9 @@
 
 Aggregates the benchmark CSV/JSON files and the edge-session CSV/JSON files under --results into a
 bubble chart (latency p99 × exact return × peak RSS, with the Pareto front), latency CDFs, model size vs
-return, per-session plots, report.md (Markdown tables to paste into a README) and one self-contained
-index.html. Reads files only; nothing is written unless the whole report could be built.
+return, per-session plots, a Pareto chart per compression-search study (if search/ has any), report.md
+(Markdown tables to paste into a README) and one self-contained index.html. Reads files only; nothing is
+written unless the whole report could be built.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.cli import dataclass_parser, parse_dataclass
+from reports import search
 from reports.charts import write_charts
 from reports.html import render_html
 from reports.load import ReportError, load_arm64, load_benchmarks, load_sessions
@@ -28,8 +30,9 @@ class ReportConfig:
     """What to report on and where to put it."""
 
     results: str = "results"
-    """Folder with benchmark/ (bench_<target>_<host>_<time>.csv + .json from `make bench`) and sessions/
-    (session_<N>.csv + .json from `python -m edge_runtime`, searched recursively)."""
+    """Folder with benchmark/ (bench_<target>_<host>_<time>.csv + .json from `make bench`), sessions/
+    (session_<N>.csv + .json from `python -m edge_runtime`, searched recursively) and, if a compression
+    search ran, search/<study>/ (trials.csv, fixed.csv, search.json from `make search`)."""
     out: str = "reports/out"
     """Output folder for index.html, report.md and the PNG charts (sessions/ holds the session plots). The
     report is built in a temporary folder inside it; its files replace the old ones only once all exist."""
@@ -64,11 +67,13 @@ def build_report(config: ReportConfig) -> tuple[ReportData, list[Path]]:
     bench = load_benchmarks(results / "benchmark")
     sessions, left_out = load_sessions(results / "sessions", config.sessions)
     arm64 = load_arm64(results, bench.warnings)
-    data = ReportData(results, bench, sessions, left_out, arm64)
+    studies = search.load_studies(results, bench.warnings)
+    data = ReportData(results, bench, sessions, left_out, arm64, studies)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".build-") as tmp:
         build = Path(tmp)
         data.charts = write_charts(data, build, svg=config.svg)
+        data.search_charts = search.write_charts(data.studies, build)
         (build / "report.md").write_text(render_markdown(data), encoding="utf-8")
         (build / "index.html").write_text(render_html(data, build), encoding="utf-8")
         written = publish(build, out)

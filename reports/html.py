@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import base64
 import math
+from collections.abc import Callable
 from html import escape
 from pathlib import Path
 
 import pandas as pd
 
+from reports.search import Study, chosen_line, dominance_table, trial_table
 from reports.summary import Chart, ReportData, arm64_summary
 from reports.tables import (
     ARM64_COLUMNS,
+    DOMINANCE_COLUMNS,
     HOST_COLUMNS,
     NON_MODEL_COLUMNS,
     PROBLEM_COLUMNS,
     ROW_COLUMNS,
     SESSION_COLUMNS,
+    TRIAL_COLUMNS,
     Column,
     comparison_columns,
     target_columns,
@@ -51,6 +55,9 @@ tbody tr:nth-child(even) { background: #f8f9fb; }
 tbody tr:hover { background: #eef4ff; }
 td.reason { white-space: normal; min-width: 240px; }
 .st-ok { color: #17803d; } .st-failed, .st-gate { color: #c62828; font-weight: 600; }
+.st-gate-failed, .st-build-failed, .st-measure-failed { color: #c62828; }
+tr.pareto td { font-weight: 600; } tbody tr.pareto { background: #e6f0fa; }
+p.chosen { font-size: 14px; }
 .st-skipped, .st-partial { color: #8a6d00; }
 .note { color: #555; font-size: 13px; }
 """
@@ -98,8 +105,15 @@ def _status_class(text: str) -> str:
     return f"st-{text.split()[0]}" if text else ""
 
 
-def html_table(frame: pd.DataFrame, columns: list[Column], table_id: str, sortable: bool = True) -> str:
-    """A table whose numeric cells carry their raw value in ``data-v`` so sorting is numeric."""
+def html_table(
+    frame: pd.DataFrame,
+    columns: list[Column],
+    table_id: str,
+    sortable: bool = True,
+    row_class: Callable[[dict], str] | None = None,
+) -> str:
+    """A table whose numeric cells carry their raw value in ``data-v`` so sorting is numeric; ``row_class``
+    gives a row a CSS class (to highlight it) from its record."""
     head = "".join(
         f'<th class="num">{escape(c.header)}</th>' if c.numeric else f"<th>{escape(c.header)}</th>"
         for c in columns
@@ -118,7 +132,8 @@ def html_table(frame: pd.DataFrame, columns: list[Column], table_id: str, sortab
                 tds.append(f'<td class="reason">{text}</td>')
             else:
                 tds.append(f"<td>{text}</td>")
-        body.append("<tr>" + "".join(tds) + "</tr>")
+        cls = row_class(row) if row_class else ""
+        body.append((f'<tr class="{escape(cls)}">' if cls else "<tr>") + "".join(tds) + "</tr>")
     cls = ' class="sortable"' if sortable else ""
     return (
         f'<div class="scroll"><table id="{escape(table_id)}"{cls}><thead><tr>{head}</tr></thead>'
@@ -145,6 +160,35 @@ def _p(text: str, cls: str = "note") -> str:
     return f'<p class="{cls}">{escape(text)}</p>'
 
 
+def _study(study: Study, chart: Chart | None, folder: Path) -> str:
+    """One study's part of the search section: chart, what was chosen and why, the fixed variants it was
+    compared with, every trial (the Pareto front highlighted)."""
+    dominance = dominance_table(study)
+    return "".join(
+        (
+            f'<h3 id="search-{escape(study.name)}">{escape(study.title)} ({escape(study.name)})</h3>',
+            _figure(chart, folder) if chart else "",
+            _p(chosen_line(study), "chosen"),
+            _p(
+                "The searched model against each fixed variant of the target profile that passed its gate, "
+                "measured in the same run: whether its return is at least the variant's (within the float "
+                "policy's 95% CI on a seeded task), on which objectives it is strictly better, and so "
+                "whether it dominates the variant."
+            ),
+            html_table(dominance, DOMINANCE_COLUMNS, f"dominance-{study.name}", sortable=False)
+            if len(dominance)
+            else _p("No comparison with the fixed variants (none passed its gate, or no trial was chosen)."),
+            _p("Every trial; highlighted rows are on the Pareto front of the feasible trials."),
+            html_table(
+                trial_table(study),
+                TRIAL_COLUMNS,
+                f"trials-{study.name}",
+                row_class=lambda row: "pareto" if row["pareto"] == 1 else "",
+            ),
+        )
+    )
+
+
 def render_html(data: ReportData, folder: Path) -> str:
     """The page; chart files are read from ``folder`` (where ``write_charts`` put them) and embedded."""
     sections = []
@@ -166,6 +210,18 @@ def render_html(data: ReportData, folder: Path) -> str:
     )
     figures = [_figure(c, folder) for c in data.charts if not c.file.startswith("sessions/")]
     sections.append(_section("charts", "Charts", *figures))
+    if data.studies:
+        sections.append(
+            _section(
+                "search",
+                "Compression search",
+                _p(
+                    "The Optuna search over compression recipes (source × precision × quantization options × "
+                    "backend), one study per (task, target): results/search/<study>/."
+                ),
+                *(_study(s, data.search_charts.get(s.name), folder) for s in data.studies),
+            )
+        )
     if len(data.comparison):
         sections.append(
             _section(
@@ -246,6 +302,7 @@ def render_html(data: ReportData, folder: Path) -> str:
         for a, t in (
             ("summary", "Summary"),
             ("charts", "Charts"),
+            ("search", "Search"),
             ("compare", "Comparison"),
             ("throughput", "Throughput"),
             ("arm64", "arm64"),

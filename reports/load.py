@@ -98,26 +98,37 @@ def _first(values: pd.Series) -> str:
     return present[0] if present else ""
 
 
-def read_benchmark_csv(path: Path) -> pd.DataFrame:
-    """One benchmark CSV with the schema's dtypes; absent optional columns become NaN / empty strings."""
+def read_table(
+    path: Path, columns: tuple[str, ...], text: tuple[str, ...], required: tuple[str, ...], what: str
+) -> pd.DataFrame:
+    """A result CSV in ``columns`` order: ``text`` columns as stripped strings (missing = ""), the others as
+    floats (missing = NaN); absent optional columns are added empty. Every result file is read through here,
+    so an empty, unreadable or incomplete one is refused the same way: one line naming the file."""
     try:
-        df = pd.read_csv(path, dtype={c: "string" for c in TEXT_COLUMNS}, keep_default_na=True)
+        df = pd.read_csv(path, dtype={c: "string" for c in text}, keep_default_na=True)
     except pd.errors.EmptyDataError:
-        raise ReportError(f"{path}: empty file, not a benchmark CSV (expected a header line)") from None
+        raise ReportError(f"{path}: empty file, not {what} (expected a header line)") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise ReportError(f"{path}: not a readable CSV ({' '.join(str(err).split())})") from None
-    missing = [c for c in REQUIRED if c not in df.columns]
+    missing = [c for c in required if c not in df.columns]
     if missing:
-        raise ReportError(f"{path}: missing column(s) {', '.join(missing)}; is it a benchmark CSV?")
-    for col in BENCH_COLUMNS:
+        raise ReportError(f"{path}: missing column(s) {', '.join(missing)}; is it {what}?")
+    for col in columns:
         if col not in df.columns:
-            df[col] = pd.NA if col in TEXT_COLUMNS else float("nan")
-    for col in TEXT_COLUMNS:
+            df[col] = pd.NA if col in text else float("nan")
+    for col in text:
         df[col] = df[col].astype("string").fillna("").str.strip()
+    for col in columns:
+        if col not in text:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    return df[list(columns)]
+
+
+def read_benchmark_csv(path: Path) -> pd.DataFrame:
+    """One benchmark CSV with the schema's dtypes; absent optional columns become NaN / empty strings."""
+    df = read_table(path, BENCH_COLUMNS, TEXT_COLUMNS, REQUIRED, "a benchmark CSV")
     df.loc[df["task"] == "", "task"] = DEFAULT_TASK
-    for col in NUMERIC_COLUMNS:
-        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
-    return df[list(BENCH_COLUMNS)]
+    return df
 
 
 def _read_run_json(csv_path: Path, warnings: list[str]) -> dict[str, Any]:

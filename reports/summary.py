@@ -10,12 +10,15 @@ import datetime as dt
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from reports.load import KEY, NON_MODEL_SCENARIOS, NUMERIC_COLUMNS, BenchmarkResults, Session
+
+if TYPE_CHECKING:  # reports.search draws with reports.charts, which imports this module
+    from reports.search import Study
 
 CELL_KEY = ["task", "target", "host", "variant", "backend"]
 #: Where a cell's return comes from, best first: the loop scenarios evaluate through the backend itself,
@@ -319,7 +322,11 @@ class ReportData:
     sessions_left_out: int = 0
     arm64: dict[str, Any] | None = None
     """``results/arm64/verify.json`` (make verify-arm64), if any."""
+    studies: list[Study] = field(default_factory=list)
+    """The compression search's studies under ``results/search/`` (make search), if any."""
     charts: list[Chart] = field(default_factory=list)
+    search_charts: dict[str, Chart] = field(default_factory=dict)
+    """Each study's Pareto chart, by study name (``reports.search.write_charts``)."""
     generated: str = field(
         default_factory=lambda: dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     )
@@ -374,4 +381,6 @@ class ReportData:
         )
         if self.sessions_left_out:
             text += f" ({self.sessions_left_out} older not shown; see --sessions)"
+        if self.studies:
+            text += f", {len(self.studies)} compression-search stud{'ies' if len(self.studies) > 1 else 'y'}"
         return text

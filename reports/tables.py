@@ -12,7 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from reports.summary import ReportData, arm64_summary, pair_label
+from reports.search import DOMINANCE_OBJECTIVES, Study, chosen_line, trial_table
+from reports.summary import Chart, ReportData, arm64_summary, pair_label
 
 MISSING = "–"
 
@@ -135,6 +136,38 @@ ARM64_COLUMNS = columns(
 HOST_COLUMNS = columns(
     "target", "host", "cpu", "arch", "cores", "os", "python", "versions", "runs", "newest_run", "created"
 )
+#: The compression search's trials (reports.search.trial_table): every one in the HTML, the front in Markdown.
+_TRIAL = {
+    c.key: c
+    for c in (
+        Column("trial", "number", "int"),
+        Column("front", "mark"),
+        Column("calibration", "calibration", "int"),
+        Column("return ratio", "return_ratio", "f3"),
+        Column("size KiB", "size_bytes", "f1", 1 / 1024),
+    )
+}
+
+
+def _trial_columns(*keys: str) -> list[Column]:
+    return [_TRIAL.get(k) or c for k, c in zip(keys, columns(*keys), strict=True)]
+
+
+TRIAL_COLUMNS = _trial_columns(
+    "number", "mark", "status", "source", "precision", "per_channel", "equalize", "calibration", "backend",
+    "return_ratio", "lat_p99_us", "size_bytes", "peak_rss_mb", "reason",
+)  # fmt: skip
+FRONT_COLUMNS = _trial_columns(
+    "number", "mark", "source", "precision", "backend", "return_ratio", "lat_p99_us", "size_bytes",
+    "peak_rss_mb",
+)  # fmt: skip
+DOMINANCE_COLUMNS = [
+    Column("fixed variant", "variant"),
+    Column("backend", "backend"),
+    Column("searched return ≥ its", "return_ok"),
+    *(Column(f"searched better on {o}", f"better_{o}") for o in DOMINANCE_OBJECTIVES),
+    Column("searched dominates", "dominates"),
+]
 
 
 def comparison_columns(table: pd.DataFrame) -> list[Column]:
@@ -226,6 +259,8 @@ def render_markdown(data: ReportData) -> str:
         out += ["", "## Edge sessions", "", markdown_table(data.session_table, SESSION_COLUMNS)]
         if (data.session_table["emulated"] == "emulated").any():
             out += ["", "Sessions marked emulated ran under qemu-user: their latencies are the emulator's."]
+    for study in data.studies:
+        out += search_markdown(study, data.search_charts.get(study.name))
     out += ["", "## Failed and skipped", ""]
     out.append(
         markdown_table(data.problems, PROBLEM_COLUMNS)
@@ -236,3 +271,16 @@ def render_markdown(data: ReportData) -> str:
     for chart in data.charts:
         out += [f"![{chart.title}]({chart.file})", "", f"*{chart.caption}*", ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def search_markdown(study: Study, chart: Chart | None) -> list[str]:
+    """A study's lines of report.md: what was chosen and why, the Pareto trials, the chart."""
+    table = trial_table(study)
+    front = table[table["pareto"] == 1]
+    lines = ["", f"## Compression search: {study.title} (`{study.name}`)", "", chosen_line(study), ""]
+    lines.append(
+        markdown_table(front, FRONT_COLUMNS) if len(front) else "No feasible trial: the front is empty."
+    )
+    if chart is not None:
+        lines += ["", f"![{chart.title}]({chart.file})"]
+    return lines

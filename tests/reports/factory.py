@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 HEADER = (
     "run_id,timestamp,task,target,host,arch,cpu,emulated,variant,backend,format,precision,artifact_status,"
@@ -244,3 +245,98 @@ def make_results(root: Path) -> Path:
     write_session(sessions, 2, "2026-11-21T11:00:00+00:00", variant="float", backend="numpy")
     write_session(sessions, 3, "2026-11-21T12:00:00+00:00", frames=0, stop_reason="error: backend crashed")
     return root
+
+
+# number, status, source, precision, backend, return ratio, p99 µs, size bytes, pareto, chosen, reason
+TRIALS = [
+    (0, "ok", "float", "fp32", "onnxruntime", 1.0, 48.0, 138_618, 0, 0, ""),
+    (1, "ok", "pruned-40", "int8-static", "onnxruntime", 1.0, 21.0, 24_000, 1, 1, ""),
+    (2, "gate-failed", "distilled-10", "int8-dynamic", "onnxruntime", 0.71, 12.0, 6_000, 0, 0,
+     "return ratio 0.710 < 0.99"),
+    (3, "ok", "float", "fp16", "openvino", 1.0, 60.0, 70_000, 0, 0, ""),
+    (4, "ok", "distilled-10", "fp32", "numpy", 0.992, 26.0, 12_000, 1, 0, ""),
+    (5, "build-failed", "distilled-10", "int8-static", "openvino", None, None, None, 0, 0,
+     "openvino: unsupported operator"),
+]  # fmt: skip
+# variant, backend, export status, return ratio, p99 µs, size bytes, peak RSS MB
+FIXED = [
+    ("float", "onnxruntime", "ok", 1.0, 50.0, 138_618, 92.0),
+    ("int8-static", "onnxruntime", "ok", 1.0, 30.0, 40_231, 75.0),
+    ("int8-static", "openvino", "failed", 0.35, 25.0, 45_870, 205.0),
+]
+# fixed variant (the ones that passed their gate), backend, the searched model's return at least its,
+# the objectives on which the searched model is strictly better
+DOMINANCE = [
+    ("float", "onnxruntime", True, ["p99", "size", "rss"]),
+    ("int8-static", "onnxruntime", True, ["p99", "size"]),
+]
+CHOSEN_FIELDS = ("number", "source", "precision", "backend", "lat_p99_us", "size_bytes", "return_ratio")
+CHOSEN_REASON = "the fastest p99 of the 3 feasible trials (return ratio at least 0.99)"
+
+
+def write_study(folder: Path, float_return: float = 500.0) -> Path:
+    """``results/search/<study>/`` as ``python -m export.search`` writes it: trials.csv, fixed.csv and
+    search.json, for task ``x`` on target ``x86`` (six trials, one failing the return gate, one failing to
+    build; three fixed variants, one whose export failed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    trials = []
+    for number, status, source, precision, backend, ratio, p99, size, pareto, chosen, reason in TRIALS:
+        measured = ratio is not None
+        quantized = precision.startswith("int8")
+        trials.append(
+            {
+                "number": number,
+                "state": "complete" if measured else "failed",
+                "status": status,
+                "reason": reason,
+                "source": source,
+                "precision": precision,
+                "per_channel": (precision == "int8-static") if quantized else "",
+                "equalize": False if quantized else "",
+                "calibration": 256 if precision == "int8-static" else "",
+                "backend": backend,
+                "format": "openvino" if backend == "openvino" else "onnx",
+                "mean_return": ratio * float_return if measured else "",
+                "return_ratio": ratio if measured else "",
+                "lat_p50_us": p99 / 2 if measured else "",
+                "lat_p99_us": p99 if measured else "",
+                "size_bytes": size if measured else "",
+                "peak_rss_mb": 80.0 + number if measured else "",
+                "params": 4_610,
+                "pareto": pareto,
+                "chosen": chosen,
+                "seconds": 12.5,
+            }
+        )
+    pd.DataFrame(trials).to_csv(folder / "trials.csv", index=False)
+    fixed = [
+        {"variant": v, "backend": b, "format": "openvino" if b == "openvino" else "onnx",
+         "precision": "fp32" if v == "float" else "int8", "status": st, "mean_return": r * float_return,
+         "return_ratio": r, "lat_p50_us": p99 / 2, "lat_p99_us": p99, "size_bytes": size, "peak_rss_mb": rss}
+        for v, b, st, r, p99, size, rss in FIXED
+    ]  # fmt: skip
+    pd.DataFrame(fixed).to_csv(folder / "fixed.csv", index=False)
+    chosen = next(t for t in trials if t["chosen"])
+    meta = {
+        "schema": 1,
+        "study": folder.name,
+        "task": "x",
+        "target": "x86",
+        "manifest": "artifacts/x/x86/manifest.json",
+        "objectives": ["return", "p99", "size"],
+        "pick": "fastest",
+        "min_return_ratio": 0.99,
+        "float": {"mean_return": float_return, "ci95": [float_return, float_return]},
+        "chosen": {k: chosen[k] for k in CHOSEN_FIELDS},
+        "chosen_reason": CHOSEN_REASON,
+        "dominance": [
+            {"variant": v, "backend": b, "return_ok": ok, "better_on": on, "dominates": ok and bool(on)}
+            for v, b, ok, on in DOMINANCE
+        ],
+        "trials": len(trials),
+        "seconds": 75.0,
+        "created": "2026-12-03T14:00:00Z",
+        "host": {"cpu": "x86 test CPU", "cores": 2},
+    }
+    (folder / "search.json").write_text(json.dumps(meta, indent=2))
+    return folder

@@ -7,6 +7,8 @@ the copies equal to what ``python -m benchmarks`` and ``python -m edge_runtime``
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.rows import COLUMNS, HOST_SCENARIOS
 from edge_runtime.session import CSV_COLUMNS
 from reports.load import BENCH_COLUMNS, NON_MODEL_SCENARIOS
@@ -24,3 +26,13 @@ def test_host_only_scenarios_match_the_writer() -> None:
 
 def test_session_fixture_columns_match_the_session_writer() -> None:
     assert tuple(SESSION_HEADER) == CSV_COLUMNS
+
+
+def test_search_columns_match_the_search_writer() -> None:
+    """trials.csv and fixed.csv as ``python -m export.search`` writes them (skipped where that module is
+    not there yet)."""
+    writer = pytest.importorskip("export.search")
+    from reports.search import FIXED_COLUMNS, TRIAL_COLUMNS
+
+    assert TRIAL_COLUMNS == writer.TRIAL_CSV
+    assert FIXED_COLUMNS == writer.FIXED_CSV
