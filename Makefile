@@ -104,10 +104,11 @@ test-fast: $(STAMP)  ## the test suite without the slow end-to-end tests
 PORTABLE_TESTS ?= tests/fixtures tests/backends/test_parity.py tests/backends/test_numpy_ref.py tests/export \
 	tests/train/test_algos.py tests/train/test_distill.py tests/train/test_mlp_grad.py \
 	tests/train/test_optim.py tests/train/test_torch_private_api.py
-# Left out: loaders and structure (no float-path figure), and the policy exports, whose gates judge
-# integer-exact int8 and a test policy with wide margins (DESIGN §9 tests hold there by construction).
+# Left out: loaders and structure (no float-path figure), the policy exports, whose gates judge
+# integer-exact int8 and a test policy with wide margins (DESIGN §9 tests hold there by construction), and the
+# search, whose tests check how trials are recorded and picked, whatever they measured.
 PORTABLE_IGNORE := $(addprefix --ignore=tests/export/test_,policies_sb3.py policies_torch.py policies_onnx.py \
-	policy_variants.py task_export.py) \
+	policy_variants.py task_export.py search.py) \
 	$(addprefix --deselect=tests/,train/test_algos.py::test_each_algorithm_learns_the_default_layout \
 	export/test_cli.py::test_arm64_export export/test_cli.py::test_jetson_export)
 PORTABLE_PATH := MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default

@@ -131,7 +131,10 @@ def pareto_chart(study: Study) -> tuple[Figure, str]:
     front = feasible[feasible["pareto"] == 1].sort_values("lat_p99_us", kind="stable")
     others = feasible[feasible["pareto"] != 1]
     gated = _drawable(trials[trials["status"] == "gate-failed"])
-    fixed = _drawable(study.fixed)
+    # the pick timed again beside the fixed variants (variant "searched" in fixed.csv): drawn as its own
+    # hollow star, the figure search.json's comparison used
+    retimed = _drawable(study.fixed[study.fixed["variant"] == "searched"])
+    fixed = _drawable(study.fixed[study.fixed["variant"] != "searched"])
     chosen = study.chosen_trial()
     if chosen is not None and not (
         math.isfinite(chosen["lat_p99_us"]) and math.isfinite(chosen["return_ratio"])
@@ -183,6 +186,16 @@ def pareto_chart(study: Study) -> tuple[Figure, str]:
                 linewidths=0.8,
                 zorder=6,
             )
+            ax.scatter(
+                retimed["lat_p99_us"],
+                retimed["return_ratio"],
+                s=220,
+                marker="*",
+                facecolors="none",
+                edgecolors=CHOSEN,
+                linewidths=1.2,
+                zorder=6,
+            )
             ax.annotate(
                 "searched",
                 (chosen["lat_p99_us"], chosen["return_ratio"]),
@@ -196,6 +209,13 @@ def pareto_chart(study: Study) -> tuple[Figure, str]:
         if log:
             _log_x(ax)
         ax.margins(x=0.12, y=0.12)
+        # the region that decides: from a little below the lowest passing point and the return bar; a
+        # gate-failed trial far below it (a broken quantization) would squash everything else into a line
+        passing = np.concatenate([f["return_ratio"].to_numpy(float) for f in (feasible, fixed)])
+        floor = min([float(study.meta["min_return_ratio"]) - 0.1, *(passing[np.isfinite(passing)] - 0.05)])
+        below = int((gated["return_ratio"] < floor).sum())
+        if below:
+            ax.set_ylim(bottom=floor)
         ax.grid(True, which="both", alpha=0.3)
         entries = [
             (Line2D([], [], ls="", marker="o", ms=8, color=FEASIBLE), "feasible trial"),
@@ -204,6 +224,9 @@ def pareto_chart(study: Study) -> tuple[Figure, str]:
             (Line2D([], [], ls="", marker="s", ms=8, color=FIXED), "fixed variant\n(hollow: export failed)"),
             (Line2D([], [], ls="", marker="*", ms=12, color=CHOSEN), "chosen ('searched')"),
         ]
+        if len(retimed):
+            hollow = Line2D([], [], ls="", marker="*", ms=12, mfc="none", mec=CHOSEN)
+            entries.append((hollow, "chosen, timed again\nbeside the fixed"))
     ratio = float(study.meta["min_return_ratio"])
     ax.axhline(ratio, color="#555555", lw=1.0, ls="--", zorder=1)
     entries.append((Line2D([], [], color="#555555", ls="--"), f"min return ratio {ratio:g}"))
@@ -219,10 +242,10 @@ def pareto_chart(study: Study) -> tuple[Figure, str]:
     ax.set_xlabel("latency p99, batch 1 (µs" + (", log scale)" if log else ")"))
     ax.set_ylabel("return ratio (mean return ÷ float policy's)")
     fig.tight_layout()
-    return fig, _caption(study, largest, len(trials) - len(feasible) - len(gated))
+    return fig, _caption(study, largest, len(trials) - len(feasible) - len(gated), below if len(xs) else 0)
 
 
-def _caption(study: Study, largest: float, undrawn: int) -> str:
+def _caption(study: Study, largest: float, undrawn: int, below: int = 0) -> str:
     float_return = (study.meta.get("float") or {}).get("mean_return")
     return (
         f"Study {study.meta.get('study', study.name)}: one point per trial of the search, x its batch-1 p99 "
@@ -232,9 +255,11 @@ def _caption(study: Study, largest: float, undrawn: int) -> str:
         "gate (the feasible trials); the dark ones, joined by the step line, are their Pareto front over "
         "return, p99 and size together (so a front point can sit below and right of another: it is "
         "smaller). Grey ×: trials that failed their gate, where they were measured; squares: the target "
-        "profile's fixed variants, measured in the same run; the star: the chosen trial. The dashed line "
-        "is the minimum return ratio the chosen trial must keep."
+        "profile's fixed variants, timed side by side at the end of the run; the star: the chosen trial "
+        "(hollow: where it timed beside the fixed variants, the figure they are compared by). The dashed "
+        "line is the minimum return ratio the chosen trial must keep."
         + (f" {undrawn} trial(s) that failed to build or measure are not drawn." if undrawn > 0 else "")
+        + (f" {below} gate-failed trial(s) lie below the plotted range." if below else "")
     )
 
 

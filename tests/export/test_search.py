@@ -55,7 +55,7 @@ def _search_args(manifest: Path, out: Path, trials: int, *extra: str) -> list[st
     return [
         "--manifest", str(manifest), "--out", str(out), "--study", "t", "--trials", str(trials),
         "--population", "2", "--min-iters", "700", "--min-return-ratio", "0", "--no-progress", "--no-chart",
-        *extra,
+        "--repeats", "1", *extra,
     ]  # fmt: skip
 
 
@@ -180,6 +180,10 @@ def test_choose_applies_the_rule() -> None:
     assert choose(records, SearchConfig(pick="smallest"))[0]["number"] == 1
     assert choose(records, SearchConfig(pick="lightest"))[0]["number"] == 2
     assert choose(records, SearchConfig(pick="fastest", min_return_ratio=0.9))[0]["number"] == 0
+    # timings within the noise of the fastest tie, and the smallest of them wins
+    tied = [*records, _record(4, lat_p99_us=21, size_bytes=300), _record(5, lat_p99_us=23, size_bytes=100)]
+    chosen, why = choose(tied, config)
+    assert chosen["number"] == 4 and "the smallest of the 2 within its timing noise" in why
     chosen, why = choose(records, SearchConfig(min_return_ratio=1.5))
     assert chosen is None and "no trial keeps 1.5" in why and "(3 of 4 trials passed the gate)" in why
 
@@ -211,6 +215,15 @@ def test_dominance_compares_at_equal_return() -> None:
     assert by["a"]["dominates"] and by["a"]["better_on"] == ["p99"]
     assert not by["b"]["return_ok"] and not by["b"]["dominates"]  # 9.0 < 11.0 − 1.0
     assert not by["c"]["dominates"] and by["c"]["return_ok"]  # faster and smaller than the pick
+    # within the timing noise: 5 % faster or 0.5 MB lighter is not better
+    near = {
+        **_record(0, lat_p99_us=105, peak_rss_mb=50.5),
+        "variant": "e",
+        "backend": "numpy",
+        "status": "ok",
+    }
+    (verdict,) = dominance(_record(9, size_bytes=2000), [near], Subject(), SearchConfig())  # type: ignore[arg-type]
+    assert verdict["better_on"] == [] and not verdict["dominates"]
 
 
 def test_the_space_follows_the_export(exported: Path) -> None:
