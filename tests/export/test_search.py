@@ -285,3 +285,17 @@ def test_int8_options_change_the_graph(tmp_path: Path, teacher: Path, dataset_pa
     assert "per-tensor" in tensor["quantization"] and "unequalized" in tensor["quantization"]
     assert tensor["activation_spreads"] is None and channel["activation_spreads"]
     assert set(static.options) == {"per_channel", "equalize"} and not PRECISIONS["fp16"].options
+
+
+def test_trials_are_timed_by_the_benchmark_matrix(exported: Path) -> None:
+    """The timing cell is ``python -m benchmarks`` itself, with the executor passed through (a Ray run of the
+    search was shown by hand: docs/search.md), on the edge backends the manifest lists."""
+    from export.search import bench_command
+
+    config = SearchConfig(executor="ray", address="10.0.0.1:6379", min_iters=700)
+    cmd = bench_command(exported, Path("out"), config)
+    assert cmd[1:3] == ["-m", "benchmarks"] and cmd[cmd.index("--executor") + 1] == "ray"
+    assert (
+        cmd[cmd.index("--address") + 1] == "10.0.0.1:6379" and cmd[cmd.index("--scenarios") + 1] == "latency"
+    )
+    assert cmd[cmd.index("--backends") + 1] == "onnxruntime,openvino,numpy"  # not the torch reference
