@@ -93,8 +93,8 @@ test-fast: $(STAMP)  ## the test suite without the slow end-to-end tests
 	$(PYTEST) -m "not slow"
 
 # The float summation order differs between CPUs (AVX-512 or AVX2 kernels, Intel or AMD, 1 or 2 threads):
-# DESIGN §9. These tests — the fixture-built backend and export tests, and those whose outcome is a
-# training, pruning or int8 result — run again on another order: MKL's reproducible path for the GEMMs and
+# docs/contracts.md#tests-that-hold-on-every-host. These tests — the fixture-built backend and export tests,
+# and those whose outcome is a training, pruning or int8 result — run again on another order: MKL's reproducible path for the GEMMs and
 # ATen's unvectorised kernels for the rest, together (each alone moved a parity figure on an AMD EPYC host;
 # the two used to run as two separate passes, which took 19 min of .ci/run's 15).
 # Left out: the DQN and 3,000-step learning runs (their spread over three float paths and three seeds is in
@@ -105,7 +105,7 @@ PORTABLE_TESTS ?= tests/fixtures tests/backends/test_parity.py tests/backends/te
 	tests/train/test_algos.py tests/train/test_distill.py tests/train/test_mlp_grad.py \
 	tests/train/test_optim.py tests/train/test_torch_private_api.py
 # Left out: loaders and structure (no float-path figure), the policy exports, whose gates judge
-# integer-exact int8 and a test policy with wide margins (DESIGN §9 tests hold there by construction), and the
+# integer-exact int8 and a test policy with wide margins (docs/contracts.md: tests hold there by construction), and the
 # search, whose tests check how trials are recorded and picked, whatever they measured.
 PORTABLE_IGNORE := $(addprefix --ignore=tests/export/test_,policies_sb3.py policies_torch.py policies_onnx.py \
 	policy_variants.py task_export.py search.py) \

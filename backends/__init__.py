@@ -1,4 +1,5 @@
-"""One inference interface over onnxruntime, OpenVINO, TensorRT, torch and a numpy reference (DESIGN.md §6).
+"""One inference interface over onnxruntime, OpenVINO, TensorRT, torch and a numpy reference
+(docs/contracts.md#backends).
 
 Each runtime is imported lazily inside its own module; this package never imports torch.
 """

@@ -1,4 +1,4 @@
-"""The one inference interface every runtime implements (DESIGN.md §6).
+"""The one inference interface every runtime implements (docs/contracts.md#backends).
 
 A backend loads one artifact (after its sha256 is checked against the manifest) and maps a batch of
 observations as the model takes them — float32 ``[N, obs_dim]``, or uint8 ``[N, C, H, W]`` frames of an

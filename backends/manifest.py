@@ -1,4 +1,5 @@
-"""The artifact manifest (DESIGN.md §5): written by export, read by backends, edge_runtime and benchmarks.
+"""The artifact manifest (docs/contracts.md#the-manifest): written by export, read by backends, edge_runtime
+and benchmarks.
 
 One module owns the schema so writer and readers cannot drift. Torch-free.
 """
@@ -16,7 +17,7 @@ from common.fileio import atomic_write_text, file_sha256
 __all__ = ["ArtifactEntry", "Manifest", "ManifestError", "file_sha256", "load_manifest", "write_manifest"]
 
 SCHEMA = 2
-"""Schema 2 adds ``task`` (DESIGN.md §3b); ``env`` stays for schema-1 readers."""
+"""Schema 2 adds ``task`` (docs/contracts.md#the-task-spec); ``env`` stays for schema-1 readers."""
 READABLE_SCHEMAS = (1, 2)
 """A schema-1 manifest (no ``task``) still loads, as the gridworld task its ``env`` describes."""
 STATUSES = ("ok", "failed", "skipped", "pending-on-device")
@@ -59,7 +60,8 @@ class Manifest:
     artifacts: list[ArtifactEntry]
     schema: int = SCHEMA
     task: dict[str, Any] | None = None
-    """The task spec (DESIGN.md §3b, ``tasks.TaskSpec.to_dict()``); None in a schema-1 manifest."""
+    """The task spec (docs/contracts.md#the-task-spec, ``tasks.TaskSpec.to_dict()``); None in a schema-1
+    manifest."""
     root: Path = field(default=Path("."), repr=False, compare=False)
     """Folder the artifact paths are relative to (the manifest's folder); not serialised."""
 
@@ -89,9 +91,9 @@ class Manifest:
     @property
     def model_input(self) -> tuple[tuple[int, ...], str]:
         """(one observation's shape as the model takes it, its dtype): an image task's uint8 ``[C, H, W]``
-        frames (scaled inside the graph, DESIGN.md §3b), everything else flattened to float32
-        ``[obs_dim]``. The rule of ``tasks.model_input``, read from the JSON rather than the parsed task:
-        a schema-1 manifest's observation size is its ``env.obs_shape``, which the gridworld task its
+        frames (scaled inside the graph, docs/contracts.md#the-task-spec), everything else flattened to
+        float32 ``[obs_dim]``. The rule of ``tasks.model_input``, read from the JSON rather than the parsed
+        task: a schema-1 manifest's observation size is its ``env.obs_shape``, which the gridworld task its
         ``task_spec()`` rebuilds does not carry."""
         observation = self.task["observation"] if self.task is not None else {}
         shape = tuple(int(d) for d in observation.get("shape", ()))
@@ -181,7 +183,8 @@ def verify_artifact(manifest: Manifest, entry: ArtifactEntry, allowed: tuple[str
 
 
 def check_relative(rel: str, what: str, target: str = "<target>") -> None:
-    """Refuse a manifest path that is absolute or leaves the manifest's folder (DESIGN.md §5).
+    """Refuse a manifest path that is absolute or leaves the manifest's folder
+    (docs/contracts.md#the-manifest).
 
     Decided on the text alone, before anything is opened or hashed: whatever the file system holds, a
     manifest must not make a reader (or a bundle) touch files outside its folder. Windows forms (drive
@@ -193,7 +196,8 @@ def check_relative(rel: str, what: str, target: str = "<target>") -> None:
     escapes = ".." in posix.parts or ".." in windows.parts
     if posix.is_absolute() or windows.drive or windows.root or escapes:
         raise ManifestError(
-            f"{what} {rel!r} is absolute or leaves the manifest's folder (DESIGN.md §5); write it relative "
+            f"{what} {rel!r} is absolute or leaves the manifest's folder (docs/contracts.md#the-manifest); "
+            f"write it relative "
             f"to the folder of manifest.json, without a drive or '..' (e.g. 'float/model.onnx'), with the "
             f"file inside that folder, or re-run `make export TARGET={target}`"
         )

@@ -24,7 +24,8 @@ class TorchBackend(Backend):
 
     name: ClassVar[str] = "torch"
     formats: ClassVar[tuple[str, ...]] = ("torch",)
-    on_device: ClassVar[bool] = False  # the edge path never carries torch (DESIGN.md §1)
+    # the edge path never carries torch (docs/contracts.md#layout-and-dependency-rules)
+    on_device: ClassVar[bool] = False
     package: ClassVar[str] = _INSTALL
 
     @classmethod

@@ -24,10 +24,11 @@ DESCRIPTION = (
 EPILOG = (
     "Cells whose runtime is missing or whose TensorRT engine is pending-on-device are 'skipped' rows; a "
     "cell that crashes, times out or raises gives 'failed' rows with the reason and the others still run. "
-    "With --executor ray every cell runs on a Ray node that offers target_<target> (README 'Fleet'); a "
-    "target no node offers for --ray-wait-s seconds gives 'skipped' rows. "
+    "With --executor ray every cell runs on a Ray node that offers target_<target> (docs/benchmarks.md, "
+    "'Fleet'); a target no node offers for --ray-wait-s seconds gives 'skipped' rows. "
     "Exit status: 0 when the result files are written (whatever the cells' statuses), 2 on bad input "
-    "(also: Ray not installed or its cluster unreachable), 130 when interrupted (nothing written)."
+    "(also: Ray not installed or its cluster unreachable), 130 when interrupted (nothing written).\n"
+    "Example: python -m benchmarks --manifest artifacts/x86/manifest.json --out results/benchmark"
 )
 
 

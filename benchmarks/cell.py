@@ -3,7 +3,8 @@
 Why a process per cell: a runtime that segfaults, hangs or leaks takes only its own cell down (the driver
 turns the exit status or the timeout into ``failed`` rows); load time, first inference and peak RSS
 (VmHWM) are those of a fresh interpreter holding one model, as on a device; and a model cell imports what
-``edge_runtime`` imports and nothing more — never torch (DESIGN.md §1), unless the backend is ``torch``.
+``edge_runtime`` imports and nothing more — never torch (docs/contracts.md#layout-and-dependency-rules),
+unless the backend is ``torch``.
 
 The spec (written by :mod:`benchmarks.matrix`) is JSON: ``kind`` (``model`` or ``host``), ``scenarios``,
 ``config`` (the run's :class:`~benchmarks.matrix.BenchConfig` as a dict), ``result`` (where to write), and
@@ -37,6 +38,7 @@ from backends.profiles import ProfileError
 from backends.registry import get_backend
 from benchmarks.latency import quantile_us, summarize_ns, time_calls
 from benchmarks.rows import return_fields
+from common.cli import ExampleFormatter
 from common.fileio import atomic_write_text
 from edge_runtime.cli import load_backend, resolve_plan
 from edge_runtime.config import SessionConfig
@@ -362,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.cell",
         description="Run one cell of the benchmark matrix (started by python -m benchmarks, one per cell).",
+        epilog="Example: python -m benchmarks.cell float__onnxruntime.spec.json  "
+        "# a spec written by python -m benchmarks",
+        formatter_class=ExampleFormatter,
     )
     parser.add_argument("spec", type=Path, help="the cell's JSON spec, written by benchmarks.matrix")
     args = parser.parse_args(argv)

@@ -37,6 +37,7 @@ import numpy as np
 from backends.base import Backend
 from benchmarks.contention import contention_ms, contention_since
 from benchmarks.observations import bare_env_step_us, random_rollout_observations
+from common.cli import ExampleFormatter
 from edge_runtime.cli import load_backend, resolve_plan
 from edge_runtime.config import SessionConfig
 from edge_runtime.pacing import PACING_POLICIES
@@ -370,7 +371,11 @@ def _print_table(r: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.edge_loop", description=__doc__.split("\n\n")[0]
+        prog="python -m benchmarks.edge_loop",
+        description=__doc__.split("\n\n")[0],
+        epilog="Example: python -m benchmarks.edge_loop --manifest artifacts/x86/manifest.json "
+        "--variant int8-static",
+        formatter_class=ExampleFormatter,
     )
     parser.add_argument(
         "--manifest", type=Path, default=Path("artifacts/x86/manifest.json"), help="export manifest"

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from common.cli import ExampleFormatter
 from gridworld.core import N_ACTIONS, GridWorldCore
 
 #: Targets from the issue (steps/s); benchmarks without a target are informational.
@@ -206,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.env_speed",
         description="Measure gridworld throughput: single-env steps/s and vector env-steps/s.",
+        epilog="Example: python -m benchmarks.env_speed --seconds 2 --json results/env_speed.json",
+        formatter_class=ExampleFormatter,
     )
     parser.add_argument(
         "--seconds",

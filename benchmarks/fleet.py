@@ -137,7 +137,7 @@ def connected(ray: Any, address: str) -> Iterator[None]:
         raise BenchError(
             f"cannot join a Ray cluster at --address {address}: {_first_line(err)} (start one with "
             "`ray start --head`; with token authentication, set RAY_AUTH_MODE=token and copy the head's "
-            '~/.ray/auth_token here; see README "Fleet")'
+            '~/.ray/auth_token here; see docs/benchmarks.md, "Fleet")'
         ) from None
     try:
         yield

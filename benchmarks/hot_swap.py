@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.contention import contention_ms, contention_since
+from common.cli import ExampleFormatter
 from common.fileio import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,8 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.hot_swap",
         description=__doc__.split("\n\n")[0],
-        epilog="example: python -m benchmarks.hot_swap --manifest artifacts/x86/manifest.json "
+        epilog="Example: python -m benchmarks.hot_swap --manifest artifacts/x86/manifest.json "
         "--variants float,int8-static --fps 100 --frames 3000 --swaps 5",
+        formatter_class=ExampleFormatter,
     )
     parser.add_argument("--manifest", type=Path, default=Path("artifacts/x86/manifest.json"))
     parser.add_argument("--variants", default="float,int8-static", help="the session starts on the first")

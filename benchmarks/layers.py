@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from backends.manifest import ArtifactEntry, Manifest, ManifestError, load_manifest
+from common.cli import ExampleFormatter
 from common.fileio import atomic_write_json
 
 RUNS = 200
@@ -131,8 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.layers",
         description=__doc__.split("\n\n")[0],
-        epilog="example: python -m benchmarks.layers artifacts/breakout/x86/manifest.json "
+        epilog="Example: python -m benchmarks.layers artifacts/breakout/x86/manifest.json "
         "--variants float,int8-static,pruned-50",
+        formatter_class=ExampleFormatter,
     )
     parser.add_argument("manifest", type=Path)
     parser.add_argument("--variants", default="", help="comma-separated variants (default: every ok one)")

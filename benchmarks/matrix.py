@@ -138,7 +138,7 @@ class BenchConfig:
     executor: str = field(default="local", metadata={"choices": tuple(EXECUTORS)})
     """Where cells run: local = one after another on this machine; ray = as tasks on a Ray cluster, each
     on a node that offers the resource target_<manifest target> (one cell per node at a time; needs the
-    fleet extra and the same checkout and artifacts on every node, see README "Fleet")."""
+    fleet extra and the same checkout and artifacts on every node, see docs/benchmarks.md, "Fleet")."""
     address: str = "auto"
     """--executor ray: the cluster to join (auto = the one `ray start` runs on this machine, or
     $RAY_ADDRESS; else HOST:6379 of the head node)."""

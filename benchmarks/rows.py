@@ -1,8 +1,9 @@
 """The benchmark result files: column order, scenario names, and the CSV + JSON pair of one run.
 
-The contract with ``reports/`` (DESIGN.md §8, the result-file schema): one tidy row per
-(task, target, variant, backend, scenario), a new ``bench_<target>_<host>_<YYYYmmddTHHMMSSZ>.csv``/``.json``
-pair per run, never an overwrite. Missing figures are empty cells, never 0.
+The contract with ``reports/`` (docs/contracts.md#the-benchmark-rows, the result-file schema): one tidy row
+per (task, target, variant, backend, scenario), a new
+``bench_<target>_<host>_<YYYYmmddTHHMMSSZ>.csv``/``.json`` pair per run, never an overwrite. Missing figures
+are empty cells, never 0.
 """
 
 from __future__ import annotations
@@ -64,14 +65,14 @@ COLUMNS = (
     "value",
     "unit",
 )
-"""CSV columns, in order (DESIGN.md §8). ``task``: the manifest's task name; ``emulated``: 1 where the CPU
-runs another architecture's code (qemu-user), where latency is not the device's; ``mean_return`` with its
-95% CI (``return_ci_*``, seeded episodes; on the gridworld the exact evaluation, so the CI is the mean);
-``action_agreement`` (discrete) or ``action_error`` (box: mean |Δa| / (high − low)) from the export gate;
-``lat_*``: per-call latency of the scenario's unit of work — one ``infer_one``
-(latency), one batch-100 pass (batch100), the inference inside the loop (loop_*). ``iterations``: timed
-calls, passes, frames or gradient steps. ``value``/``unit``: the figure of a non-model row (steps/s), or
-observations/s of a batch100 row."""
+"""CSV columns, in order (docs/contracts.md#the-benchmark-rows). ``task``: the manifest's task name;
+``emulated``: 1 where the CPU runs another architecture's code (qemu-user), where latency is not the device's;
+``mean_return`` with its 95% CI (``return_ci_*``, seeded episodes; on the gridworld the exact evaluation, so
+the CI is the mean); ``action_agreement`` (discrete) or ``action_error`` (box: mean |Δa| / (high − low)) from
+the export gate; ``lat_*``: per-call latency of the scenario's unit of work — one ``infer_one`` (latency), one
+batch-100 pass (batch100), the inference inside the loop (loop_*). ``iterations``: timed calls, passes, frames
+or gradient steps. ``value``/``unit``: the figure of a non-model row (steps/s), or observations/s of a
+batch100 row."""
 
 MODEL_SCENARIOS = ("latency", "batch100", "loop_uncapped", "loop_paced")
 """Scenarios of a (variant, backend) cell, run in this order in one subprocess."""

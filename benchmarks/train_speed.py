@@ -33,6 +33,7 @@ import torch
 
 from benchmarks.contention import contention_ms, contention_since
 from benchmarks.env_speed import host_info
+from common.cli import HelpFormatter
 from train.algos import algo_names
 from train.dataset import Dataset, DatasetError, load_dataset
 from train.evaluate import env_model_from_metadata
@@ -233,7 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.train_speed",
         description=(__doc__ or "").split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Example: python -m benchmarks.train_speed --algo cql --steps 2000 --threads 1",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--steps", type=int, default=2000, help="gradient steps per timed repeat")
     parser.add_argument("--batch", type=int, default=256, help="minibatch size")

@@ -10,6 +10,7 @@ import argparse
 import ast
 import inspect
 import itertools
+import re
 import textwrap
 import types
 import typing
@@ -59,7 +60,23 @@ def comma_list(item_type: type) -> Any:
     return parse
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+EXAMPLE = re.compile(r"Examples?:")
+"""How an example line of a ``--help`` starts."""
+
+
+class ExampleFormatter(argparse.HelpFormatter):
+    """Folds the description and epilog as argparse does, except the lines from the first one starting
+    ``Example:`` (or ``Examples:``) on: those are commands to copy, kept whole, one per line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        lines = text.splitlines()
+        at = next((i for i, line in enumerate(lines) if EXAMPLE.match(line.strip())), len(lines))
+        prose = super()._fill_text("\n".join(lines[:at]), width, indent)
+        kept = [indent + line.strip() for line in lines[at:] if line.strip()]
+        return "\n".join([prose, *kept] if prose else kept)
+
+
+class HelpFormatter(ExampleFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Shows a default only where there is one worth showing (not for switches or ``None``)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:

@@ -1,9 +1,9 @@
 """The ``neuroquant`` console script: one command in front of every stage's ``python -m`` module.
 
 ``neuroquant <command> [its flags]`` runs the stage's own ``main(argv)``, so the flags, ``--help`` and exit
-statuses are exactly those of ``python -m <module>`` (DESIGN.md §1): nothing is parsed twice and nothing can
-drift. Each stage is imported only when its command runs, so ``neuroquant run`` on a device imports
-neither torch nor the exporter.
+statuses are exactly those of ``python -m <module>`` (docs/contracts.md#the-command-line): nothing is parsed
+twice and nothing can drift. Each stage is imported only when its command runs, so ``neuroquant run`` on a
+device imports neither torch nor the exporter.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ def usage() -> str:
     for name, cmd in COMMANDS.items():
         lines.append(f"  {name:<{width}}  {cmd.summary} (python -m {cmd.module})")
         lines.append(f"  {'':<{width}}    e.g. {cmd.example}")
+    lines += ["", f"Example: {COMMANDS['export'].example}"]
     return "\n".join(lines)
 
 

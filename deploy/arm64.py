@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from backends.manifest import Manifest, load_manifest
+from common.cli import ExampleFormatter
 from deploy.check import OUTPUTS, REPORT, output_key, run_check
 from deploy.requirements import REPO
 from edge_runtime.cli import env_settings
@@ -446,7 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m deploy.arm64",
         description="Install and run the arm64 bundle in an emulated arm64 Debian; compare it with x86.",
-        epilog="Example (as root): python -m deploy.arm64 --bundle dist/neuroquant-arm64.tar.gz --episodes 5",
+        epilog="Run it as root.\n"
+        "Example: python -m deploy.arm64 --bundle dist/neuroquant-arm64.tar.gz --episodes 5",
+        formatter_class=ExampleFormatter,
     )
     parser.add_argument("--bundle", type=Path, default=REPO / "dist" / "neuroquant-arm64.tar.gz")
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="the arm64 root (built if missing)")

@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
         BundleConfig,
         prog="python -m deploy.bundle",
         description=(__doc__ or "").strip().split("\n\n")[1],
-        epilog=f"Known targets: {', '.join(known_targets())}.",
+        epilog=f"Known targets: {', '.join(known_targets())}.\n"
+        "Example: python -m deploy.bundle --target x86 --out dist",
     )
 
 

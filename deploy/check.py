@@ -31,6 +31,7 @@ from backends.base import BackendUnavailable
 from backends.manifest import ArtifactEntry, Manifest, ManifestError, load_manifest
 from backends.profiles import load_profile
 from backends.registry import get_backend
+from common.cli import ExampleFormatter
 from edge_runtime.hostinfo import host_info
 
 OUTPUTS = "outputs.npz"
@@ -120,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m deploy.check",
         description="Run every artifact of an export on the given observations and in its task here.",
         epilog="Example: python -m deploy.check artifacts/arm64/manifest.json --obs ref.npz --out check/",
+        formatter_class=ExampleFormatter,
     )
     parser.add_argument("manifest", type=Path, help="the export's manifest.json")
     parser.add_argument("--obs", type=Path, required=True, help="an .npz with a float32 array 'obs'")

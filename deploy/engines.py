@@ -162,10 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in ("-h", "--help"):
         print((__doc__ or "").split("\n\n")[0])
-        print(
-            "Example, in the unpacked bundle: "
-            "sh artifacts/jetson/build_engines.sh && ./run.sh --register-engines"
-        )
+        print("In the unpacked bundle: sh artifacts/jetson/build_engines.sh && ./run.sh --register-engines")
+        print("Example: python -m deploy.engines artifacts/jetson")
         return 0
     folder = Path(args[0]) if args else Path(os.getcwd())
     try:

@@ -104,6 +104,10 @@ def verify_bundle(root: Path = ROOT) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("-h", "--help"):
+        print((__doc__ or "").split("\n\n")[0].replace("``", ""))
+        print("Example: python -m deploy.verify neuroquant-x86  # dist/neuroquant-x86.tar.gz, unpacked")
+        return 0
     root = Path(args[0]) if args else ROOT
     problems = verify_bundle(root)
     if problems:

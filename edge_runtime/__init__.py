@@ -1,1 +1,2 @@
-"""The on-device fixed-FPS loop that writes per-frame session CSVs (DESIGN.md §7). Never imports torch."""
+"""The on-device fixed-FPS loop that writes per-frame session CSVs (docs/contracts.md#the-session-files).
+Never imports torch."""

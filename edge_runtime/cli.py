@@ -29,8 +29,8 @@ EXIT_ERROR, EXIT_USAGE = 1, 2
 
 def env_settings(manifest: Manifest) -> dict[str, Any] | None:
     """Layout, layout seed, observation mode and episode cap of the gridworld the artifact was trained on,
-    from the manifest's task (DESIGN.md §3b; a schema-1 manifest's ``env`` stands for the gridworld task);
-    None when the task is another Gymnasium env."""
+    from the manifest's task (docs/contracts.md#the-task-spec; a schema-1 manifest's ``env`` stands for the
+    gridworld task); None when the task is another Gymnasium env."""
     spec = manifest.task_spec()
     kwargs = gridworld_kwargs(spec)
     if kwargs is None:

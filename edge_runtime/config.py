@@ -95,13 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
         SessionConfig,
         prog="python -m edge_runtime",
         description=(
-            "Run one exported policy artifact in a fixed-FPS control loop on the numpy gridworld and write "
-            "the per-frame session CSV and JSON summary (DESIGN.md §7). Never imports torch."
+            "Run one exported policy artifact in a fixed-FPS control loop in its task and write the per-frame"
+            " session CSV and JSON summary (docs/contracts.md#the-session-files). Never imports torch."
         ),
         epilog=(
             "exit status: 0 completed, 1 error (unusable artifact, missing runtime, backend crash), "
             "2 bad arguments or manifest, 3 latency budget exceeded, 128+N stopped by signal N "
-            "(130 SIGINT, 143 SIGTERM). Example: python -m edge_runtime "
+            "(130 SIGINT, 143 SIGTERM).\nExample: python -m edge_runtime "
             "--manifest artifacts/x86/manifest.json --variant int8-static --backend onnxruntime --fps 10 "
             "--episodes 20 --out results/sessions"
         ),

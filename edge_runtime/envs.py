@@ -1,7 +1,7 @@
 """The env a session drives, behind one small interface: ``reset() → obs``, ``step(action) → (obs, reward,
 terminated, truncated)``, both giving the flat float32 observation the model takes.
 
-Two kinds, chosen by the manifest's task (DESIGN.md §3b):
+Two kinds, chosen by the manifest's task (docs/contracts.md#the-task-spec):
 - :class:`GridLoopEnv` — the NeuroQuant gridworld on its numpy core (:class:`gridworld.core.GridWorldCore`):
   no gymnasium in the process, a table-lookup step, and the BFS oracle's optimal return of every start so a
   session can report its oracle ratio. The stdlib ``random`` draws the starts (numpy.random would add ~2 MB

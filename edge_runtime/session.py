@@ -2,7 +2,8 @@
 
 Why it is written the way it is:
 - It drives :class:`gridworld.core.GridWorldCore` (numpy only), never the Gymnasium wrapper, and imports
-  no torch: the device may have neither, and each costs memory (DESIGN.md §1).
+  no torch: the device may have neither, and each costs memory
+  (docs/contracts.md#layout-and-dependency-rules).
 - The per-frame path does the minimum: three clock reads, the inference, an argmax, a table-lookup env
   step and one tuple appended to a buffer. Formatting CSV text, sampling RSS, the live line and the
   pygame window all happen on a slower clock (≤ every ``flush_s`` / ``mem_sample_ms`` / 0.5 s) checked
@@ -60,13 +61,13 @@ CSV_COLUMNS = (
     "deadline_miss",
     "artifact",
 )
-"""DESIGN.md §7, in order. ``timestamp_ns``: frame start, Unix epoch ns (monotonic clock + one offset);
-``frame``: frame index in the session; ``action``: the index (discrete tasks) or the ``;``-joined vector
-(box tasks); ``latency_ms``: the ``infer_one`` call; ``env_ms``: the env step alone, so the simulator's
-cost is never read as the device's; ``frame_ms``: the frame's busy time (inference + action rule + env
-step); ``mem_mb``: last RSS sample; ``fps``: 1 / interval between this frame's start and the previous
-one's (empty for the first frame); ``deadline_miss``: 1 if the frame started later than the tolerance;
-``artifact``: the model that acted."""
+"""The columns of docs/contracts.md#the-session-files, in order. ``timestamp_ns``: frame start, Unix epoch ns
+(monotonic clock + one offset); ``frame``: frame index in the session; ``action``: the index (discrete tasks)
+or the ``;``-joined vector (box tasks); ``latency_ms``: the ``infer_one`` call; ``env_ms``: the env step
+alone, so the simulator's cost is never read as the device's; ``frame_ms``: the frame's busy time (inference +
+action rule + env step); ``mem_mb``: last RSS sample; ``fps``: 1 / interval between this frame's start and the
+previous one's (empty for the first frame); ``deadline_miss``: 1 if the frame started later than the
+tolerance; ``artifact``: the model that acted."""
 
 STOP_COMPLETED = "completed"
 STOP_BUDGET = "latency_budget_exceeded"
@@ -88,7 +89,7 @@ class SessionPlan:
     manifest_path: Path
     entry: ArtifactEntry
     task: TaskSpec
-    """What the artifact acts in (DESIGN.md §3b): its env, observation and action rule."""
+    """What the artifact acts in (docs/contracts.md#the-task-spec): its env, observation and action rule."""
     model: GridModel | None
     """The gridworld's tables when the task is the gridworld (its ``max_steps`` is the episode limit);
     None for any other task, which runs through Gymnasium."""
@@ -296,9 +297,9 @@ class Session:
         self.pacer: Pacer | None = None
         t_start = time.perf_counter_ns()
         try:
-            # The one broad boundary (DESIGN.md §9 allows it here only): whatever a backend, the env or
-            # the window raises mid-session becomes stop reason "error: …" with the CSV flushed and the
-            # JSON written, instead of a traceback that loses the last rows.
+            # The one broad boundary (docs/contracts.md#code-conventions allows it here only): whatever a
+            # backend, the env or the window raises mid-session becomes stop reason "error: …" with the CSV
+            # flushed and the JSON written, instead of a traceback that loses the last rows.
             try:
                 if cfg.render:
                     window = self._open_window()
@@ -456,7 +457,7 @@ class Session:
                     # catches them at the cost of one scalar check (np.isfinite on the row costs ~1 µs)
                     if not isfinite(q[action]):
                         raise NonFiniteAction(f"non-finite action: the model returned {q.tolist()}")
-                else:  # box: the runtime only clips (unscaling is inside the graph, DESIGN.md §3b)
+                else:  # box: clip only; the graph unscales (docs/contracts.md#the-task-spec)
                     action = clip_action(q, low, high)
                 ta = clock()
                 obs, reward, terminated, truncated = step(action)

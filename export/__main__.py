@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         ExportConfig,
         prog="python -m export",
         description=(__doc__ or "").strip().split("\n\n")[1],
-        epilog=f"Known targets: {', '.join(known_targets())}. Policy kinds: {', '.join(kinds())}. Example: "
+        epilog=f"Known targets: {', '.join(known_targets())}. Policy kinds: {', '.join(kinds())}.\nExample: "
         f"python -m export --target x86 --policy sb3:runs/zoo/cartpole/model.zip --env CartPole-v1",
     )
 

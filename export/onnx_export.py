@@ -163,7 +163,8 @@ def _strip_node_metadata(model: onnx.ModelProto) -> None:
         del node.metadata_props[:]
 
 
-#: ONNX element type of the model input, by numpy dtype name (images enter as uint8, DESIGN.md §3b).
+#: ONNX element type of the model input, by numpy dtype name (images enter as uint8:
+#: docs/contracts.md#the-task-spec).
 ELEM_TYPES = {"float32": onnx.TensorProto.FLOAT, "uint8": onnx.TensorProto.UINT8}
 
 

@@ -573,7 +573,7 @@ def _env_record(plan: Plan) -> dict[str, Any]:
 
 
 def _task_record(plan: Plan) -> dict[str, Any]:
-    """The task (DESIGN.md §3b): the gridworld the dataset was collected on."""
+    """The task (docs/contracts.md#the-task-spec): the gridworld the dataset was collected on."""
     from tasks.named import gridworld
 
     meta = plan.dataset.metadata

@@ -2,9 +2,9 @@
 
 The gridworld's student (``train.distill``) learns from a dataset and every reachable state; a policy
 source brings neither. Here the student learns the teacher's outputs on states both of them visit
-(DESIGN.md §3b): first the teacher's own noisy rollouts (the calibration states), then the states the
-half-trained student reaches when it acts, labelled by the teacher — one round of DAgger, so the student
-also learns what to do where its own mistakes take it, which its teacher never shows it.
+(docs/contracts.md#policy-sources): first the teacher's own noisy rollouts (the calibration states), then the
+states the half-trained student reaches when it acts, labelled by the teacher — one round of DAgger, so the
+student also learns what to do where its own mistakes take it, which its teacher never shows it.
 
 The student is the teacher's MLP family (``export.policies.modules.mlp_like``: same activation,
 normalisation, squash and unscaling) with every hidden layer narrowed by one factor, the widest that

@@ -1,5 +1,5 @@
 """Observations a policy meets when it acts with exploration noise: calibration, gate and distillation
-states for a policy source, which brings no dataset (DESIGN.md §3b).
+states for a policy source, which brings no dataset (docs/contracts.md#policy-sources).
 
 Seeded throughout: the same policy and seed give the same states on any host that runs the env the same.
 """

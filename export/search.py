@@ -955,9 +955,9 @@ def build_parser() -> Any:
         prog="python -m export.search",
         description="The best variant of an export under a budget: an Optuna NSGA-II study over pruning, "
         "student size, precision and backend; each trial built, gated and timed like the fixed variants.",
-        epilog=f"Known targets: {', '.join(known_targets())}. Example (after make export TARGET=x86 "
-        "POLICY=sb3:runs/zoo/cartpole/model.zip ENV=CartPole-v1): python -m export.search --task cartpole "
-        "--target x86 --trials 40 --minutes 15 --pick fastest --min-return-ratio 0.99",
+        epilog=f"Known targets: {', '.join(known_targets())}. The example needs make export TARGET=x86 "
+        "POLICY=sb3:runs/zoo/cartpole/model.zip ENV=CartPole-v1 first.\nExample: python -m export.search "
+        "--task cartpole --target x86 --trials 40 --minutes 15 --pick fastest --min-return-ratio 0.99",
     )
 
 

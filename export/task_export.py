@@ -134,7 +134,8 @@ def prepare(config: ExportConfig) -> TaskPlan:
 
 
 GRAPH_ONLY = {"onnx"}
-"""Policy kinds that bring a graph, not a torch module: nothing to prune (DESIGN.md §3b)."""
+"""Policy kinds that bring a graph, not a torch module: nothing to prune
+(docs/contracts.md#policy-sources)."""
 
 
 def _a(kind: str) -> str:
@@ -192,7 +193,7 @@ def _source_record(plan: TaskPlan, ref: task_gates.TaskReference) -> dict[str, A
 
 
 def _env_record(task: TaskSpec) -> dict[str, Any]:
-    """The schema-1 ``env`` (DESIGN.md §5), for readers that predate ``task``."""
+    """The schema-1 ``env`` (docs/contracts.md#the-manifest), for readers that predate ``task``."""
     return {
         "id": task.env.id,
         "kwargs": dict(task.env.kwargs),

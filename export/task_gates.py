@@ -1,4 +1,5 @@
-"""Gates by action kind (DESIGN.md §3b) for artifacts of any task, judged against the float policy.
+"""Gates by action kind (docs/contracts.md#export-gates) for artifacts of any task, judged against the float
+policy.
 
 Each artifact is loaded back through its backend exactly as the edge runtime loads it
 (:func:`export.gates.open_backend`: sha256 and shape checks included), run on the calibration states and

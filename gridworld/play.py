@@ -16,6 +16,7 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
+from common.cli import ExampleFormatter
 from gridworld.core import ACTION_NAMES, FORWARD, MAX_STEPS, OBS_MODES, TURN_LEFT, TURN_RIGHT
 
 EventSource = Callable[[], Iterable[Any]]
@@ -160,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Play the NeuroQuant gridworld with the keyboard: Left/A turn left, Up/W forward, "
             "Right/D turn right, R reset, Esc/Q or closing the window quits."
         ),
+        epilog="Example: python -m gridworld.play --layout procedural --layout-seed 3",
+        formatter_class=ExampleFormatter,
     )
     parser.add_argument(
         "--layout",

@@ -1,12 +1,13 @@
 """The ``NeuroQuant/*`` Gymnasium ids, registered by ``import gridworld`` without importing gymnasium.
 
 Why not just ``import gymnasium`` in ``gridworld/__init__.py`` (as ``import minigrid`` does): the edge
-runtime imports the numpy core through this package and must never load gymnasium (DESIGN.md §1), even on
-a machine that has it. So registration waits for gymnasium: done at once when it is already imported,
-otherwise by a one-shot import hook that registers right after gymnasium's own ``__init__`` has run.
-Either way ``import gridworld`` then ``gym.make("NeuroQuant/GridWorld-v0")`` works in any import order,
-and where gymnasium is not installed nothing happens. Registration names entry points as strings, so
-neither path imports :mod:`gridworld.env` before ``gym.make`` needs it.
+runtime imports the numpy core through this package and must never load gymnasium
+(docs/contracts.md#layout-and-dependency-rules), even on a machine that has it. So registration waits for
+gymnasium: done at once when it is already imported, otherwise by a one-shot import hook that registers right
+after gymnasium's own ``__init__`` has run. Either way ``import gridworld`` then
+``gym.make("NeuroQuant/GridWorld-v0")`` works in any import order, and where gymnasium is not installed
+nothing happens. Registration names entry points as strings, so neither path imports :mod:`gridworld.env`
+before ``gym.make`` needs it.
 """
 
 from __future__ import annotations

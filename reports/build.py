@@ -88,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=(__doc__ or "").strip().split("\n\n")[1],
         epilog=(
             "exit status: 0 report written, 1 writing to --out failed, 2 missing or malformed result files "
-            "or an --out that cannot be a folder (checked before anything is read)."
+            "or an --out that cannot be a folder (checked before anything is read).\n"
+            "Example: python -m reports --results results --out reports/out"
         ),
     )
     config: ReportConfig = parse_dataclass(

@@ -1,8 +1,9 @@
 """Reading the result files: benchmark CSV/JSON pairs and edge-session CSV/JSON pairs.
 
 Every check on the input happens here, at the boundary, so the chart and table code can trust the frames
-it is handed: a benchmark CSV without the columns of DESIGN.md §8 is refused with one line naming the file
-and the columns, and rows measured again in a later run replace the older ones (newest ``timestamp`` wins).
+it is handed: a benchmark CSV without the columns of docs/contracts.md#the-benchmark-rows is refused with one
+line naming the file and the columns, and rows measured again in a later run replace the older ones (newest
+``timestamp`` wins).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ NUMERIC_COLUMNS = tuple(c for c in BENCH_COLUMNS if c not in TEXT_COLUMNS)
 KEY = ("task", "target", "host", "variant", "backend", "scenario")
 #: The task of rows written before benchmark CSVs had a ``task`` column: the gridworld was the only one.
 DEFAULT_TASK = "gridworld"
-#: DESIGN.md §8's "at least" list plus the key and the timestamp; the other columns may be absent (NaN).
+#: The columns a benchmark CSV must have (a subset of docs/contracts.md#the-benchmark-rows, with the key and
+#: the timestamp); the other columns may be absent (NaN).
 REQUIRED = (
     "timestamp", "target", "host", "arch", "variant", "backend", "format", "precision", "scenario", "status",
     "reason", "size_bytes", "params", "load_ms", "first_infer_ms", "lat_p50_us", "lat_p90_us", "lat_p99_us",
@@ -203,8 +205,8 @@ def load_sessions(folder: Path, newest: int) -> tuple[list[Session], int]:
     """The newest ``newest`` sessions under ``folder`` (recursively, so copies from several devices can sit in
     subfolders), newest first (by the JSON's ``started_at``, then file time), and how many were left out.
 
-    A session CSV without the §7 columns is an error; one that recorded no frames (a session that crashed
-    at start-up) is kept, unplotted, with its stop reason.
+    A session CSV without the columns of docs/contracts.md#the-session-files is an error; one that recorded no
+    frames (a session that crashed at start-up) is kept, unplotted, with its stop reason.
     """
     paths = sorted(folder.rglob("session_*.csv")) if folder.is_dir() else []
     if newest <= 0 or not paths:

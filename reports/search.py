@@ -23,6 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from common.cli import ExampleFormatter
 from reports.charts import _empty, _log_x, save
 from reports.load import ReportError, read_table
 from reports.summary import Chart
@@ -339,9 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Draw a compression-search study's Pareto chart (p99 latency × return ratio, area ∝ "
         "model size; trials, fixed variants and the chosen trial) from its trials.csv, fixed.csv and "
         "search.json.",
-        epilog="example: python -m reports.search results/search/cartpole-x86   "
-        "(writes results/search/cartpole-x86/pareto.png). Exit status: 0 chart written, 1 writing failed, "
-        "2 missing or malformed study files.",
+        epilog="Exit status: 0 chart written, 1 writing failed, 2 missing or malformed study files.\n"
+        "Example: python -m reports.search results/search/cartpole-x86  # writes its pareto.png",
+        formatter_class=ExampleFormatter,
     )
     parser.add_argument("folder", type=Path, help="the study folder, results/search/<study>/")
     parser.add_argument("--out", type=Path, help="the PNG to write (default: <folder>/pareto.png)")

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common.cli import ExampleFormatter
+
 REQUIRED = (
     "timestamp_ns",
     "episode",
@@ -28,7 +30,8 @@ REQUIRED = (
 
 
 class SessionReportError(ValueError):
-    """A session CSV that cannot be plotted (missing, empty, or without the §7 columns)."""
+    """A session CSV that cannot be plotted (missing, empty, or without the columns of
+    docs/contracts.md#the-session-files)."""
 
 
 class EmptySessionError(SessionReportError):
@@ -179,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m reports.session",
         description="Plot one edge session: per-frame latency, FPS and cumulative reward (PNG files).",
+        epilog="Example: python -m reports.session results/sessions/session_1.csv",
+        formatter_class=ExampleFormatter,
     )
     parser.add_argument("csv", type=Path, help="results/sessions/session_<N>.csv written by edge_runtime")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <csv folder>/plots)")

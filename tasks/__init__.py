@@ -1,4 +1,5 @@
-"""Tasks (DESIGN.md §3b): what the pipeline needs to run a policy in its environment, torch-free.
+"""Tasks (docs/contracts.md#the-task-spec): what the pipeline needs to run a policy in its environment,
+torch-free.
 
 - :class:`TaskSpec` — the JSON-serialisable spec that goes into the manifest (:mod:`tasks.spec`);
 - :func:`get` — named tasks (``"gridworld"``); :func:`from_env` — a spec for any registered Gymnasium id;

@@ -1,4 +1,5 @@
-"""The action rule (DESIGN.md §3b, §5): network outputs → env actions, applied by the caller of a model.
+"""The action rule (docs/contracts.md#the-task-spec): network outputs → env actions, applied by the caller of
+a model.
 
 One function for every consumer (evaluation, edge runtime, benchmarks), so the rule cannot drift:
 argmax for ``q``/``logits``, clip to the bounds for ``action``. A non-finite output is never turned

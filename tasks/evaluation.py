@@ -1,4 +1,5 @@
-"""A policy's reward figure on its task (DESIGN.md §3b): exact on the gridworld, seeded episodes elsewhere.
+"""A policy's reward figure on its task (docs/contracts.md#the-task-spec): exact on the gridworld, seeded
+episodes elsewhere.
 
 ``policy`` is anything that maps a batch ``[N, *obs_shape]`` (the spec's observation dtype) to network
 outputs, e.g. ``backend.infer``; the task's action rule turns them into actions. Episode evaluation runs
@@ -84,7 +85,7 @@ class EpisodeEvaluation:
     lengths: tuple[int, ...]
 
     def as_dict(self) -> dict[str, Any]:
-        """The manifest's ``eval`` figures (DESIGN.md §5)."""
+        """The manifest's ``eval`` figures (docs/contracts.md#the-manifest)."""
         return {
             "mean_return": self.mean_return,
             "std": self.std,

@@ -20,8 +20,8 @@ GRIDWORLD_OBS_DIM = {"vector": VECTOR_OBS_DIM, "image": 9}
 def gridworld(
     obs_mode: str = "vector", env_id: str = ENV_ID, kwargs: dict[str, Any] | None = None
 ) -> TaskSpec:
-    """The embedded default (DESIGN.md §3): Q-values, exact evaluation; vector observations unless
-    ``obs_mode`` says ``image`` (the 3×3 window, flattened to 9 floats as the networks take it).
+    """The embedded default (docs/contracts.md#the-gridworld): Q-values, exact evaluation; vector observations
+    unless ``obs_mode`` says ``image`` (the 3×3 window, flattened to 9 floats as the networks take it).
     ``kwargs``: further env kwargs (``layout``, ``layout_seed``) of the dataset the policy was trained on."""
     if obs_mode not in GRIDWORLD_OBS_DIM:
         raise ValueError(f"gridworld obs_mode: expected one of {sorted(GRIDWORLD_OBS_DIM)}, got {obs_mode!r}")

@@ -1,10 +1,11 @@
-"""The task spec (DESIGN.md §3b): everything the pipeline needs to run a policy where it acts, as JSON.
+"""The task spec (docs/contracts.md#the-task-spec): everything the pipeline needs to run a policy where it
+acts, as JSON.
 
-A spec goes into the manifest, so the device can rebuild the env, feed the model and turn its outputs
-into actions without the training stack. ``to_dict()`` gives exactly the §3b JSON shape (plain lists,
-ints, floats, strings); ``from_dict()`` reads it back and refuses malformed input with a ``ValueError``
-that names the field (``task.action.n: …``) and what is expected, because a manifest is user input.
-Every dataclass validates itself on construction too, so a spec built in code is held to the same rules.
+A spec goes into the manifest, so the device can rebuild the env, feed the model and turn its outputs into
+actions without the training stack. ``to_dict()`` gives exactly the JSON shape documented there (plain lists,
+ints, floats, strings); ``from_dict()`` reads it back and refuses malformed input with a ``ValueError`` that
+names the field (``task.action.n: …``) and what is expected, because a manifest is user input. Every dataclass
+validates itself on construction too, so a spec built in code is held to the same rules.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ ARGMAX_OUTPUTS = ("q", "logits")
 ACTION_KINDS = ("discrete", "box")
 EVALUATION_KINDS = ("exact", "episodes")
 OBSERVATION_DTYPES = ("float32", "uint8")
-"""What a model takes (DESIGN.md §5): float32, or uint8 for images (scaled inside the graph)."""
+"""What a model takes (docs/contracts.md#the-manifest): float32, or uint8 for images (scaled inside the
+graph)."""
 DEFAULT_EPISODES = 50
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
@@ -115,7 +117,8 @@ class ActionSpec:
     """What the env accepts: ``discrete`` (``n`` choices) or ``box`` (``shape``, finite ``low``/``high``).
 
     ``low``/``high`` are stored flat (row-major) and written as nested lists of the action's shape.
-    Bounds must be finite: the box gates scale action errors by ``high − low`` (DESIGN.md §3b).
+    Bounds must be finite: the box gates scale action errors by ``high − low``
+    (docs/contracts.md#export-gates).
     """
 
     kind: str
@@ -265,7 +268,7 @@ class TaskSpec:
             raise ValueError(f"task.output: a box action needs 'action', got {self.output!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """The §3b JSON object (what the manifest's ``task`` holds)."""
+        """The task's JSON object (docs/contracts.md#the-task-spec): what the manifest's ``task`` holds."""
         return {
             "name": self.name,
             "env": self.env.to_dict(),
@@ -277,7 +280,8 @@ class TaskSpec:
 
     @classmethod
     def from_dict(cls, data: Any) -> TaskSpec:
-        """Read a §3b JSON object; a malformed one raises ``ValueError`` naming the field."""
+        """Read a task's JSON object (docs/contracts.md#the-task-spec); a malformed one raises ``ValueError``
+        naming the field."""
         data = _check_keys(
             data,
             "task",
@@ -364,8 +368,8 @@ def _nest(flat: Sequence[float], shape: Sequence[int]) -> Any:
 
 def model_input(task: TaskSpec) -> tuple[tuple[int, ...], str]:
     """(one observation's shape as the model takes it, its dtype): an image task's uint8 ``[C, H, W]`` frames
-    as they are (the graph scales them, DESIGN.md §3b), anything else flattened to float32 ``[obs_dim]``.
-    ``backends.manifest.Manifest.model_input`` says the same from the manifest's JSON."""
+    as they are (the graph scales them, docs/contracts.md#the-task-spec), anything else flattened to float32
+    ``[obs_dim]``. ``backends.manifest.Manifest.model_input`` says the same from the manifest's JSON."""
     shape = tuple(task.observation.shape)
     if task.observation.dtype == "uint8" and len(shape) == 3:
         return shape, "uint8"

@@ -3,11 +3,11 @@
     python -m tests.learning_spread --seeds 0 1 2 --out docs/test-margins-measured.md
 
 A test that asserts what training, pruning or int8 did to a network asserts a result that moves with the
-seed and with the host's float summation order (DESIGN §9). Each such test takes its seed from the
-``learning_seed`` fixture (``NQ_LEARNING_SEED``) and reports its outcome with ``record_property``; this
-script reruns them under every (float path, seed), reads the outcomes back from pytest's JUnit XML and
-prints, per outcome, the worst, median and best value seen on each path. Thresholds are then set well
-below the worst value seen and well above what random play reaches (docs/test-margins.md).
+seed and with the host's float summation order (docs/contracts.md#tests-that-hold-on-every-host). Each such
+test takes its seed from the ``learning_seed`` fixture (``NQ_LEARNING_SEED``) and reports its outcome with
+``record_property``; this script reruns them under every (float path, seed), reads the outcomes back from
+pytest's JUnit XML and prints, per outcome, the worst, median and best value seen on each path. Thresholds are
+then set well below the worst value seen and well above what random play reaches (docs/test-margins.md).
 
 The float paths are those ``make test-portable`` uses: the default kernels, MKL's conditional-numerical-
 reproducibility path (``MKL_CBWR=COMPATIBLE``, SSE2-era kernels) and ATen's unvectorised kernels

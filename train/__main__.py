@@ -27,6 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         TrainConfig,
         prog="python -m train",
         description=DESCRIPTION,
+        epilog="Example: python -m train --algo cql --dataset data/replay_buffer.npz --out runs/cql",
         overrides={"algo": {"choices": algo_names()}},
     )
     config: TrainConfig = parse_dataclass(

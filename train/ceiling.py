@@ -256,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog=PROG,
         description="The best oracle ratio a dataset allows a learner confined to its actions, and the "
         "ratio CQL's objective reaches with a table instead of a network, per hold-out split.",
+        epilog=f"Example: {PROG} --dataset data/replay_buffer.npz --checkpoint runs/cql/best.safetensors",
     )
     config: CeilingConfig = parse_dataclass(CeilingConfig, parser, None if argv is None else list(argv))
     try:

@@ -1,4 +1,4 @@
-"""Collect an offline replay buffer from the gridworld (DESIGN.md §4).
+"""Collect an offline replay buffer from the gridworld (docs/contracts.md#the-dataset).
 
 ``python -m train.collect --episodes 100 --policy mixed --seed 0 --out data/replay_buffer.npz``
 
@@ -313,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
         CollectConfig,
         prog="python -m train.collect",
         description=(__doc__ or "").split("\n\n")[0],
+        epilog="Example: python -m train.collect --episodes 100 --policy mixed --seed 0 "
+        "--out data/replay_buffer.npz",
         overrides={
             "policy": {"choices": POLICIES},
             "obs_mode": {"choices": OBS_MODES},

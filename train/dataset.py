@@ -1,4 +1,5 @@
-"""The offline replay-buffer format (DESIGN.md §4): one ``.npz`` plus ``<stem>.metadata.json``/``.txt``.
+"""The offline replay-buffer format (docs/contracts.md#the-dataset): one ``.npz`` plus
+``<stem>.metadata.json``/``.txt``.
 
 There is exactly one loader, :func:`load_dataset`, and it refuses a bad file with a message that names
 the problem; nothing is ever unpickled (``allow_pickle=False``).

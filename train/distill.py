@@ -318,7 +318,13 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """``--flag`` per :class:`DistillConfig` field, documented from the field docstrings."""
-    return dataclass_parser(DistillConfig, prog=PROG, description=__doc__.split("\n\n")[0])
+    return dataclass_parser(
+        DistillConfig,
+        prog=PROG,
+        description=__doc__.split("\n\n")[0],
+        epilog=f"Example: {PROG} --teacher runs/cql/best.safetensors --dataset data/replay_buffer.npz "
+        "--out runs/distilled",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

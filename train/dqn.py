@@ -499,7 +499,13 @@ def medium_policy(checkpoint: str | Path, epsilon: float = 0.1, seed: int | None
 
 def build_parser() -> argparse.ArgumentParser:
     """``--flag`` per :class:`DQNConfig` field, documented from the field docstrings."""
-    return dataclass_parser(DQNConfig, prog="python -m train.dqn", description=__doc__.split("\n\n")[0])
+    return dataclass_parser(
+        DQNConfig,
+        prog="python -m train.dqn",
+        description=__doc__.split("\n\n")[0],
+        epilog="Example: python -m train.dqn --env ALE/Breakout-v5 --steps 100000 --per "
+        "--out runs/dqn/breakout-per",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from common.cli import ExampleFormatter
+
 
 def read_run(folder: Path) -> dict[str, Any]:
     """A run's ``summary.json``; a ``ValueError`` naming the folder if it is no finished ``--env`` run."""
@@ -77,8 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m train.dqn_compare",
         description=__doc__.split("\n\n")[0],
-        epilog="example: python -m train.dqn_compare runs/dqn/breakout-uniform runs/dqn/breakout-per "
+        epilog="Example: python -m train.dqn_compare runs/dqn/breakout-uniform runs/dqn/breakout-per "
         "--out docs/per_breakout.png",
+        formatter_class=ExampleFormatter,
     )
     parser.add_argument("runs", nargs="+", type=Path, help="output folders of train.dqn --env runs")
     parser.add_argument("--out", type=Path, required=True, help="PNG file to write")

@@ -65,8 +65,9 @@ _sgemm = _find_sgemm()
 _jit = numba.njit(nogil=True, error_model="numpy")
 #: For the LayerNorm loops: their row sums vectorise only if the compiler may reorder the additions. Full
 #: fast-math (it also assumes no NaN or inf: a run that diverges gives garbage either way) is what the
-#: first row of the README's seed table was measured with; the training outcome depends on the float order,
-#: and reassociation alone (``fastmath={"reassoc", "contract"}``) left seed 0 at 0.986 instead of 0.999.
+#: first row of the seed table in docs/training.md was measured with; the training outcome depends on the
+#: float order, and reassociation alone (``fastmath={"reassoc", "contract"}``) left seed 0 at 0.986
+#: instead of 0.999.
 _jit_reduce = numba.njit(nogil=True, error_model="numpy", fastmath=True)
 
 

@@ -1,8 +1,9 @@
 """Q-networks / policy heads for the gridworld, rebuilt from a JSON-able :class:`NetConfig`.
 
 Every network takes a float32 batch ``[N, obs_dim]`` (image observations are flattened 3×3 windows) and
-returns ``[N, n_actions]`` Q-values or logits, which is also the ONNX contract (DESIGN.md §5). Hidden
-sizes live in the config, so a pruned (re-shaped) network rebuilds from its own config.
+returns ``[N, n_actions]`` Q-values or logits, which is also the ONNX contract
+(docs/contracts.md#the-manifest). Hidden sizes live in the config, so a pruned (re-shaped) network rebuilds
+from its own config.
 """
 
 from __future__ import annotations

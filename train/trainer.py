@@ -6,11 +6,11 @@ pipeline runs on two CPU cores, so the dataset lives in a few tensors (observati
 observations stacked, rewards with not-done flags, actions) and minibatches are gathered from them by
 random indices, 64 at a time — no Python objects per sample, and a step takes views of that gather.
 
-Evaluation is the exact oracle evaluation (every valid start state, DESIGN.md §3) plus accuracy on
-held-out episodes, agreement with the oracle and the average Q. ``best.safetensors`` keeps the best
-exact return (held-out accuracy breaks ties) and ``last.safetensors`` the final weights; both hold the
-algorithm's *deployable* network, a plain ``MLPNet``/``CNNNet`` whose argmax is the policy, and the
-figures recorded for them are measured on that network.
+Evaluation is the exact oracle evaluation (every valid start state, docs/contracts.md#the-gridworld) plus
+accuracy on held-out episodes, agreement with the oracle and the average Q. ``best.safetensors`` keeps the
+best exact return (held-out accuracy breaks ties) and ``last.safetensors`` the final weights; both hold the
+algorithm's *deployable* network, a plain ``MLPNet``/``CNNNet`` whose argmax is the policy, and the figures
+recorded for them are measured on that network.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class TrainConfig:
     steps: int = 40_000
     """Gradient steps in total (with the cosine schedule, the LR is still ~40% of --lr halfway through). On
     the default mixed buffer with LayerNorm, seeds 0, 1, 3 and 4 first passed 0.99 of the oracle between steps
-    14.5k and 26.5k (seeds 2 and 5 did not); 30k steps left seed 0 at 0.986 (README, training)."""
+    14.5k and 26.5k (seeds 2 and 5 did not); 30k steps left seed 0 at 0.986 (docs/training.md)."""
     batch_size: int = 256
     """Transitions per gradient step, sampled uniformly with replacement."""
     lr: float = 1e-3
@@ -80,7 +80,7 @@ class TrainConfig:
     features the output layer sees, as in offline RL critics since Ball et al. 2023: on the default mixed
     buffer CQL's best oracle ratio on seeds 0–5 went from 0.986, 0.993, 0.986, 0.835, 0.986, 0.973 (plain, 20k
     steps) to 0.999, 0.999, 0.986, 0.999, 0.999, 0.973 (40k); plain at 40k gave 0.999, 0.986, 0.973, 0.940 on
-    seeds 0–3 (README, training). It costs about a fifth of a step on the default net."""
+    seeds 0–3 (docs/training.md). It costs about a fifth of a step on the default net."""
     target_update: int = 100
     """Copy the Q-net into its target network every this many steps (used when --tau is 0)."""
     tau: float = 0.0

@@ -21,6 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure, FigureBase
 
+from common.cli import ExampleFormatter
 from gridworld.core import (
     ACTION_NAMES,
     GOAL_REWARD,
@@ -257,7 +258,12 @@ def draw_plots(dataset: Dataset, out_dir: str | Path) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: redraw the plots of a saved dataset; an unreadable dataset exits 2 with the loader's message."""
-    parser = argparse.ArgumentParser(prog="python -m train.viz", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m train.viz",
+        description=__doc__.split("\n\n")[0],
+        epilog="Example: python -m train.viz data/replay_buffer.npz",
+        formatter_class=ExampleFormatter,
+    )
     parser.add_argument("dataset", type=Path, help="replay buffer .npz written by python -m train.collect")
     parser.add_argument(
         "--out", type=Path, default=None, help="folder for the PNGs (default: <npz folder>/plots/<stem>/)"

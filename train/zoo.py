@@ -455,7 +455,7 @@ def build_parser() -> Any:
         ZooConfig,
         prog=PROG,
         description=DESCRIPTION,
-        epilog=f"example: {PROG} --task cartpole --seed 0",
+        epilog=f"Example: {PROG} --task cartpole --seed 0",
         overrides={"task": {"metavar": "|".join(RECIPES)}},
     )
 

@@ -1,9 +1,10 @@
 """The variant's torch network as a NeuroQuant ``.safetensors`` checkpoint, for the ``torch`` backend.
 
-The torch backend is the reference the other runtimes are measured against (DESIGN.md §6); exporting the
-same network in this format puts it into the manifest, so the benchmark matrix times torch side by side
-with onnxruntime, OpenVINO and numpy on the very same variant. Only fp32: torch runs the network exactly
-as training (or pruning, or distillation) left it. The file is weights plus the network config, no pickle.
+The torch backend is the reference the other runtimes are measured against (docs/contracts.md#backends);
+exporting the same network in this format puts it into the manifest, so the benchmark matrix times torch side
+by side with onnxruntime, OpenVINO and numpy on the very same variant. Only fp32: torch runs the network
+exactly as training (or pruning, or distillation) left it. The file is weights plus the network config, no
+pickle.
 """
 
 from __future__ import annotations

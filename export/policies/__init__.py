@@ -1,4 +1,5 @@
-"""Policy sources (DESIGN.md §3b): ``KIND:PATH`` → a float torch module, its task spec and where it came from.
+"""Policy sources (docs/contracts.md#policy-sources): ``KIND:PATH`` → a float torch module, its task spec and
+where it came from.
 
 ``SOURCES`` maps a kind to ``"module:function"``, imported on first use (like ``backends.registry``), so
 ``import export.policies`` loads neither stable_baselines3 nor anything a kind needs; it is the only list

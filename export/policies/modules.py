@@ -2,9 +2,9 @@
 
 A foreign policy is more than its layers: observation normalisation before them (SB3's VecNormalize),
 and after them a squash, an unscaling from [−1, 1] to the env's bounds, or a clip that the library applies
-outside the network in ``predict``. DESIGN.md §3b puts all of it inside the exported graph, so the device
-runs one model and only clips; each piece is a module with its constants as buffers (graph constants in
-ONNX) and ops every runtime has (Sub/Div/Clip, Mul/Add, Min/Max).
+outside the network in ``predict``. All of it goes inside the exported graph
+(docs/contracts.md#policy-sources), so the device runs one model and only clips; each piece is a module with
+its constants as buffers (graph constants in ONNX) and ops every runtime has (Sub/Div/Clip, Mul/Add, Min/Max).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""``onnx:policy.onnx`` — a policy exported elsewhere, taken as its ONNX graph (DESIGN.md §3b).
+"""``onnx:policy.onnx`` — a policy exported elsewhere, taken as its ONNX graph
+(docs/contracts.md#policy-sources).
 
 The graph is brought to the contract every backend relies on (``export.onnx_export.check_signature``):
 one float32 input ``obs [batch, obs_dim]`` and one output ``q [batch, output_dim]`` — its input and output

@@ -16,7 +16,7 @@ i.e. runs whatever code the file carries. Here:
   such as A2C's default RMSprop ``optimizer_class``, are pickled in it);
 - what only unpickling can tell (a pickled ``activation_fn`` or features extractor, a VecNormalize
   ``.pkl``) is refused with a message naming ``--trust-pickle``; with ``trust_pickle=True`` it is unpickled
-  and used, and the normalisation is baked into the graph (DESIGN.md §3b).
+  and used, and the normalisation is baked into the graph (docs/contracts.md#policy-sources).
 
 The module reproduces ``model.predict(obs, deterministic=True)``: Q-values (DQN; QR-DQN from sb3-contrib,
 its quantiles' mean folded into the output layer) or logits (PPO/A2C,

@@ -2,7 +2,8 @@
 
 A PyTorch policy from anywhere (CleanRL, RSL-RL, one's own code) as a float module mapping float32
 ``[N, *obs_shape]`` to the task's output: Q-values or logits ``[N, n]`` for a discrete action (argmax), or
-the action itself ``[N, *shape]`` in the env's units for a box one (DESIGN.md §3b). Nothing is unpickled:
+the action itself ``[N, *shape]`` in the env's units for a box one (docs/contracts.md#policy-sources). Nothing
+is unpickled:
 
 - a TorchScript file is read by ``torch.jit.load``, whose code runs in TorchScript's interpreter (torch
   ops only, no Python objects rebuilt);

@@ -205,8 +205,8 @@ def _build(root: Path, manifest_path: Path) -> Path:
 def copy_manifest(src: Path, dst_dir: Path, edit=None) -> Path:
     """A copy in ``dst_dir`` of the manifest ``src`` and of the files it lists (companions and a pending
     engine's ONNX too), in the same relative layout: artifact paths stay relative to the manifest, as
-    DESIGN.md §5 requires and ``load_manifest`` checks. ``edit(data)`` may change the JSON before it is
-    written; a file it points an entry at belongs in ``dst_dir``, named relative to it."""
+    docs/contracts.md#the-manifest requires and ``load_manifest`` checks. ``edit(data)`` may change the JSON
+    before it is written; a file it points an entry at belongs in ``dst_dir``, named relative to it."""
     import shutil
 
     from backends.manifest import load_manifest, manifest_paths

@@ -1,4 +1,5 @@
-"""Manifest schema 2 (DESIGN.md §5): the task travels with the artifacts; schema 1 still loads."""
+"""Manifest schema 2 (docs/contracts.md#the-manifest): the task travels with the artifacts; schema 1 still
+loads."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The benchmark matrix on a Gymnasium task (DESIGN.md §8): rows carry the task, and the loop rows the
-return of the task's seeded evaluation episodes with its 95% CI, measured through the runtime."""
+"""The benchmark matrix on a Gymnasium task (docs/contracts.md#the-benchmark-rows): rows carry the task, and
+the loop rows the return of the task's seeded evaluation episodes with its 95% CI, measured through the
+runtime."""
 
 from __future__ import annotations
 

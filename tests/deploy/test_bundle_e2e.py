@@ -14,7 +14,7 @@ import pytest
 from deploy.bundle import BundleConfig, plan_bundle, write_bundle
 from tests.deploy.conftest import BASE_PYTHON, clean_env, unpack
 
-# DESIGN.md §7, as written there
+# docs/contracts.md#the-session-files, as written there
 COLUMNS = (
     "timestamp_ns, episode, frame, action, reward, cumulative_reward, latency_ms, env_ms, frame_ms, mem_mb, "
     "fps, deadline_miss, artifact"

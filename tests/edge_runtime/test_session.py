@@ -227,7 +227,8 @@ def test_two_concurrent_runs_never_share_a_number(manifest_path: Path, tmp_path:
 
 def test_tampered_model_is_refused_with_a_clear_message(manifest_path: Path, tmp_path: Path) -> None:
     src = manifest_path.parent / "float/model.onnx"
-    bad = tmp_path / "m/art/model.onnx"  # next to the copied manifest: paths stay relative (DESIGN.md §5)
+    # next to the copied manifest: paths stay relative (docs/contracts.md#the-manifest)
+    bad = tmp_path / "m/art/model.onnx"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(src.read_bytes()[:-7] + b"corrupt")
 
@@ -252,7 +253,8 @@ def test_corrupt_model_with_matching_hash_is_refused(
         pytest.skip("backends/ort.py is not written yet")
     from backends.manifest import file_sha256
 
-    bad = tmp_path / "m/bad/model.onnx"  # next to the copied manifest: paths stay relative (DESIGN.md §5)
+    # next to the copied manifest: paths stay relative (docs/contracts.md#the-manifest)
+    bad = tmp_path / "m/bad/model.onnx"
     bad.parent.mkdir(parents=True)
     bad.write_bytes((manifest_path.parent / "float/model.onnx").read_bytes()[:200])
 

@@ -1,5 +1,6 @@
-"""Sessions on Gymnasium tasks (DESIGN.md §3b, §7): CartPole (discrete) and Pendulum (box) through the same
-loop, torch-free, with ``env_ms`` and ``artifact`` in every row.
+"""Sessions on Gymnasium tasks (docs/contracts.md#the-task-spec, docs/contracts.md#the-session-files):
+CartPole (discrete) and Pendulum (box) through the same loop, torch-free, with ``env_ms`` and ``artifact`` in
+every row.
 
 The models are one-layer ONNX graphs with weights chosen by hand (``tests/task_artifacts.py``), so their
 behaviour is known without training: the CartPole controller balances every seed for the full 500 steps;

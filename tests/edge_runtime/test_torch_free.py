@@ -1,4 +1,5 @@
-"""The edge path never imports torch or gymnasium (DESIGN.md §1): proved in a fresh interpreter.
+"""The edge path never imports torch or gymnasium (docs/contracts.md#layout-and-dependency-rules): proved in a
+fresh interpreter.
 
 A meta-path hook refuses (and records) any attempt to import them, then real sessions run on the
 torch-free backends; afterwards neither is in ``sys.modules`` and nothing even tried to import them.

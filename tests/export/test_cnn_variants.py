@@ -2,7 +2,8 @@
 channels and hidden units and the network still takes the uint8 frames; the distilled student is the
 teacher's CNN scaled down within 10 % of its parameters; binarized layers hold one ±α pair per channel
 while the first and output layers stay float. What fine-tuning achieves is a property of the host's float
-order and is not asserted (DESIGN.md §9); what the code must have done to the layers is."""
+order and is not asserted (docs/contracts.md#tests-that-hold-on-every-host); what the code must have done to
+the layers is."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """``sb3:`` policy source: every SB3 family loads without unpickling and matches SB3's own ``predict``.
 
 Each model is trained for a few hundred steps only: the test checks that the loaded module computes what
-SB3 computes on the same weights (DESIGN.md §9: behaviour, never training luck), not that the policy is good.
-Loading runs with ``pickle``/``cloudpickle`` loading patched to raise, so a pass proves nothing was unpickled.
+SB3 computes on the same weights (docs/contracts.md#tests-that-hold-on-every-host: behaviour, never training
+luck), not that the policy is good. Loading runs with ``pickle``/``cloudpickle`` loading patched to raise, so
+a pass proves nothing was unpickled.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """``sb3:`` CnnPolicy zips (NatureCNN on Atari frames): read without unpickling, uint8 frames scaled inside
 the module, outputs equal to SB3's own network on the same weights. Each model trains a few hundred steps
-only: the module must compute what SB3 computes, not play well (DESIGN.md §9)."""
+only: the module must compute what SB3 computes, not play well
+(docs/contracts.md#tests-that-hold-on-every-host)."""
 
 from __future__ import annotations
 
@@ -145,7 +146,8 @@ def test_a_cnn_policy_exports_its_quantized_variants_gated_in_its_task(
     """``python -m export --policy sb3:… --env ALE/Breakout-v5``: float, int8, a channel-pruned and a binary
     CNN as uint8-input graphs (ONNX and OpenVINO IR), each gated by action agreement on rollout frames and by
     its return. Episodes capped (--max-episode-steps) so the gates' Breakout games stay short, fine-tuning
-    cut to a few steps (what pruning leaves is checked, not how well it plays: DESIGN.md §9)."""
+    cut to a few steps (what pruning leaves is checked, not how well it plays:
+    docs/contracts.md#tests-that-hold-on-every-host)."""
     import onnx
 
     from backends.manifest import load_manifest

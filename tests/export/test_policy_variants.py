@@ -3,7 +3,7 @@
 
 What is asserted is structure and arithmetic — widths, parameter shares, what surrounds the layers, the
 objectives on controlled inputs, which layer stays float — never how well a freshly fitted network fits
-(DESIGN §9): that is what the export gates judge, per host.
+(docs/contracts.md#tests-that-hold-on-every-host): that is what the export gates judge, per host.
 """
 
 from __future__ import annotations

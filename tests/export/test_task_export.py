@@ -1,7 +1,8 @@
 """``python -m export --policy KIND:PATH --env ENV_ID``: SB3 zips of both action kinds exported for x86 end to
 end, the gates by action kind on controlled inputs, and the refusals (exit 2, one line, nothing written).
 
-The policies are of known behaviour whatever the host (DESIGN.md §9), not trained to quality:
+The policies are of known behaviour whatever the host (docs/contracts.md#tests-that-hold-on-every-host), not
+trained to quality:
 
 - CartPole: a PPO zip trained a few hundred steps whose action head then gets a bias larger than anything
   its weights can add (tanh features lie in [−1, 1]), so it pushes right from every state with a margin no
@@ -107,7 +108,8 @@ def _check_export(
     format) the profile lists (of ``variants``, default all), the float network's variants ok in onnx and
     openvino with hashed files and gate figures; the pruned, masked and distilled networks built with the
     widths their recipe gives and judged by the gates (whether they pass is what fine-tuning did on this
-    host: not asserted, DESIGN §9); the torch format skipped with a reason."""
+    host: not asserted, docs/contracts.md#tests-that-hold-on-every-host); the torch format skipped with a
+    reason."""
     raw = json.loads((manifest.root / "manifest.json").read_text())
     policy = load_policy(f"sb3:{zip_path}", env_id)
     task = dataclasses.replace(

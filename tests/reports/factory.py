@@ -170,7 +170,8 @@ def write_session(
     backend: str = "onnxruntime",
     stop_reason: str = "completed",
 ) -> Path:
-    """``session_<n>.csv`` (§7 columns, 10 FPS) and its JSON summary."""
+    """``session_<n>.csv`` (the columns of docs/contracts.md#the-session-files, 10 FPS) and its JSON
+    summary."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(n)
     path = folder / f"session_{n}.csv"

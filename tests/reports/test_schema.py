@@ -1,8 +1,9 @@
 """The report reads the files the producers write: its copies of their schemas must not drift.
 
-``reports`` may only read files (DESIGN.md §1), so it spells the benchmark columns and the host-only
-scenarios out instead of importing them from ``benchmarks``; this test, which may import everything, keeps
-the copies equal to what ``python -m benchmarks`` and ``python -m edge_runtime`` really write.
+``reports`` may only read files (docs/contracts.md#layout-and-dependency-rules), so it spells the benchmark
+columns and the host-only scenarios out instead of importing them from ``benchmarks``; this test, which may
+import everything, keeps the copies equal to what ``python -m benchmarks`` and ``python -m edge_runtime``
+really write.
 """
 
 from __future__ import annotations

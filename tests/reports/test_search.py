@@ -138,7 +138,7 @@ def test_the_chart_cli_explains_itself_and_refuses_a_bad_folder(
     with pytest.raises(SystemExit) as exc:
         search.main(["--help"])
     assert exc.value.code == 0
-    assert "example: python -m reports.search results/search/cartpole-x86" in capsys.readouterr().out
+    assert "Example: python -m reports.search results/search/cartpole-x86" in capsys.readouterr().out
     assert search.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"python -m reports.search: error: {tmp_path / 'search.json'}: missing; " + (

@@ -1,4 +1,5 @@
-"""The task spec: the §3b JSON shape, a lossless round trip, and refusals that name the field."""
+"""The task spec: the JSON shape of docs/contracts.md#the-task-spec, a lossless round trip, and refusals that
+name the field."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tasks.spec import ActionSpec, EnvSpec, EvaluationSpec, ObservationSpec, Tas
 
 
 def _cartpole_dict() -> dict:
-    """The §3b example, verbatim but for the seed list."""
+    """The example of docs/contracts.md#the-task-spec, verbatim but for the seed list."""
     return {
         "name": "cartpole",
         "env": {"id": "CartPole-v1", "kwargs": {}, "max_episode_steps": 500},

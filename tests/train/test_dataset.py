@@ -1,4 +1,5 @@
-"""The replay-buffer contract (DESIGN.md §4): a faithful round trip, and every bad file refused by name."""
+"""The replay-buffer contract (docs/contracts.md#the-dataset): a faithful round trip, and every bad file
+refused by name."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """``train.dqn --env``: Double DQN on a Gymnasium task (NatureCNN on an Atari game's uint8 frames), with the
 greedy policy's return recorded every ``--eval-every`` transitions. Runs are a few hundred transitions: what
-the loop records and saves is checked, not how well it learns (DESIGN.md §9)."""
+the loop records and saves is checked, not how well it learns
+(docs/contracts.md#tests-that-hold-on-every-host)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """``python -m train.zoo``: the recipe table, a tiny CLI run, refusals, and nothing half-written.
 
-No test trains a policy to quality (DESIGN.md §9; that is ``make zoo``'s job): the CartPole run takes 512
-steps, and the checks are on what is written and how the saved zip is read back.
+No test trains a policy to quality (docs/contracts.md#tests-that-hold-on-every-host; that is ``make zoo``'s
+job): the CartPole run takes 512 steps, and the checks are on what is written and how the saved zip is read
+back.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Registry of the offline algorithms: name → ``"module:Class"``, imported on first use.
 
 This mapping is the only list of algorithm names: the trainer, the CLI's ``--algo`` choices and the
-error for an unknown name all read it (DESIGN.md §9). Adding an algorithm is one module implementing
-:class:`train.algos.base.Algo` plus one line here.
+error for an unknown name all read it (docs/contracts.md#code-conventions). Adding an algorithm is one module
+implementing :class:`train.algos.base.Algo` plus one line here.
 """
 
 from __future__ import annotations
