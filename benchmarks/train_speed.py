@@ -47,7 +47,7 @@ from train.trainer import (
     parse_hidden,
 )
 
-#: Issue 3's target for batch 256 with a 256×256 MLP on 2 cores.
+#: The target rate for batch 256 with a 256×256 MLP on 2 cores (docs/training.md).
 TARGET_STEPS_PER_S = 500.0
 
 #: Shape of the reference matrix product timed after every block: the trainer's largest one at batch 256
@@ -120,7 +120,7 @@ def measure(
     """Median gradient steps/s over ``repeats`` timed blocks of ``steps`` steps, after ``warmup`` steps.
 
     ``layer_norm`` times the trainer's default network (a LayerNorm in each hidden layer); without it the
-    network is the plain MLP of issue 3's target and of the d3rlpy comparison.
+    network is the plain MLP of the 500 steps/s target and of the d3rlpy comparison.
 
     With ``compare_autograd`` the same configuration with ``--autograd`` is timed too, its blocks
     interleaved with the default path's, so both see the same machine load; the ratio of the medians is

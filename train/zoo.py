@@ -76,7 +76,7 @@ class Recipe:
     steps: int
     """Default budget in env steps, sized for 2 CPU cores (the wall time measured here is in ``budget``)."""
     target: float
-    """Mean evaluation return the trained policy should reach (issue 19's table)."""
+    """Mean evaluation return the trained policy should reach (the zoo table in docs/training.md)."""
     hyperparameters: Mapping[str, Any]
     """Keyword arguments of the SB3 algorithm, JSON values only (they go into zoo.json as written):
     ``{"linear": x}`` is a schedule decaying linearly from x to 0 over training; ``action_noise_std`` is
