@@ -299,3 +299,25 @@ def test_trials_are_timed_by_the_benchmark_matrix(exported: Path) -> None:
         cmd[cmd.index("--address") + 1] == "10.0.0.1:6379" and cmd[cmd.index("--scenarios") + 1] == "latency"
     )
     assert cmd[cmd.index("--backends") + 1] == "onnxruntime,openvino,numpy"  # not the torch reference
+
+
+@pytest.mark.slow
+def test_the_timing_cells_run_on_a_ray_fleet(exported: Path, tmp_path: Path) -> None:
+    """``--executor ray``: every timing cell (the trial's and the final side-by-side ones) runs as a Ray
+    task on a node offering target_x86 — here a local Ray instance the search's benchmark processes join."""
+    ray = pytest.importorskip("ray", reason='Ray is the optional fleet extra: pip install -e ".[fleet]"')
+    ray.init(
+        address="local", num_cpus=2, resources={"target_x86": 1}, include_dashboard=False, log_to_driver=False
+    )
+    try:
+        address = ray.get_runtime_context().gcs_address
+        assert main(_search_args(exported, tmp_path, 1, "--executor", "ray", "--address", address)) == 0
+    finally:
+        ray.shutdown()
+    runs = sorted((tmp_path / "t").rglob("bench_*.json"))
+    # the fixed variants' timing (one repeat), and the trial's unless its build failed
+    assert len(list((tmp_path / "t" / "bench-fixed").glob("bench_*.json"))) == 1 and len(runs) <= 2
+    for path in runs:
+        run = json.loads(path.read_text())
+        assert run["args"]["executor"] == "ray" and run["hosts"]
+        assert all(cell["status"] == "ok" for cell in run["cells"]), run["cells"]
