@@ -36,28 +36,18 @@ from train.networks import NetConfig, build_network, count_params
 
 #: Softmax temperature of the fine-tuning KL. The Q gap between the best two actions is ~0.05–0.2 on a
 #: Q scale of ~9, so at τ = 1 the teacher's softmax is nearly uniform and says little about which action
-#: is best (the same finding as ``train.distill``'s τ, whose docstring has the sweep).
+#: is best (the same finding as ``train.distill``'s τ; its sweep: docs/training.md#the-softmax-temperature).
 TEMPERATURE = 0.01
 
 #: Weight of the Q-value MSE next to the (τ²-scaled) KL term in the distillation loss. The KL keeps the
 #: action *ranking*; the small MSE anchors the Q-values to the teacher's (without it the student drifts
 #: off and collapses: weight 0 at ratio 0.7 gave 65 % agreement and a negative return). Too much of it
-#: crowds out the ranking. Measured with 3,000 steps at τ = 0.01 on two default 128×128×128 CQL policies
-#: (training seeds 0 / 1), as strict argmax agreement with the teacher on the dataset (return kept):
-#:
-#:     weight   ratio 0.3   ratio 0.5        ratio 0.7
-#:     0.01     1           0.998            0.939 (87 %) / 0.984 (84 %)
-#:     0.003                                 0.976 (99 %)
-#:     0.001    1           1                0.991 / 0.995 (100 %)
-#:     0.0003   1 / 1       1 / 1            1 / 1 (100 %)
-#:     0.0001                                1
-#:
-#: (Earlier, on another teacher: τ = 1 with weight 1, 600 steps → 86 % of the return and 0.89 agreement at
-#: ratio 0.5; τ = 0.01 with 0.05, 2,000 steps → 98.7 % and 0.95.)
+#: crowds out the ranking: at 3e-4 two default CQL policies kept strict agreement 1 at ratios 0.3–0.7 (and
+#: 100 % of the return at 0.7; measurements: docs/export.md#the-q-value-mse-weight).
 Q_MSE_WEIGHT = 3e-4
 
-#: Total fine-tuning steps over all pruning rounds (600 → 86 %, 2,000 → 100 % / 99.1 % agreement,
-#: 3,000 → 100 % / 99.7 % on the default policy at ratio 0.5; ~7 s on one thread).
+#: Total fine-tuning steps over all pruning rounds: 100 % of the default policy's return and 99.7 %
+#: agreement at ratio 0.5, ~7 s on one thread (measurements: docs/export.md#fine-tuning-steps-and-budgets).
 FINETUNE_STEPS = 3000
 
 #: During the last round the student is scored (argmax agreement with the teacher on the calibration
@@ -91,8 +81,8 @@ class Budget:
 #: An MLP's: the figures above.
 MLP_BUDGET = Budget(FINETUNE_STEPS, MAX_BATCH, FINETUNE_THREADS)
 #: A CNN's (NatureCNN on 4×84×84 frames, 9.4 M MACs a frame): batches of 64 frames (the MLP's 1,024 would
-#: cost ~2 s a step), two threads, 3,000 steps: ~60 s a network here (Breakout pruned-50 agreed with the
-#: float policy on 94.9 % of unseen frames after 600 steps, 97.0 % after 3,000, at τ = 1).
+#: cost ~2 s a step), two threads, 3,000 steps: ~60 s a network here, after which Breakout pruned-50 agreed
+#: with the float policy on 97.0 % of unseen frames at τ = 1 (docs/export.md#fine-tuning-steps-and-budgets).
 CNN_BUDGET = Budget(3000, 64, 2)
 
 

@@ -1,62 +1,19 @@
-"""ONNX-level precisions: fp32 as exported, fp16, int8 dynamic and int8 static (symmetric QDQ).
+"""ONNX-level precisions: fp32 as exported, fp16, int8 dynamic and int8 static (QDQ).
 
 Quantizing the ONNX graph rather than the torch module is what the runtimes execute (torch's eager
-quantization is deprecated and PT2E left torch; PITFALLS). Each precision maps an fp32 ONNX file to a
-new file; the registry is the only list of them.
+quantization is deprecated and PT2E left torch; PITFALLS); :data:`PRECISIONS` maps an fp32 ONNX file to
+each. fp16 keeps float32 I/O (``keep_io_types``); int8-dynamic is the smallest file, but TensorRT cannot
+parse it; int8-static is QDQ with per-channel weights, MinMax calibration, Q/DQ on the inputs of weighted
+layers only (:data:`UNQUANTIZED_OUTPUTS`) and float biases (TensorRT takes no int32 DQ biases).
 
-- fp16: onnxruntime's float16 converter with float32 I/O kept (``keep_io_types``): callers still feed
-  float32 and the model casts at its edges. onnxconverter-common is not needed.
-- int8-dynamic: ``quantize_dynamic`` (int8 weights, activations quantized at run time), then the same
-  bias correction as int8-static on the Add that carries each layer's bias. Smallest file, but TensorRT
-  cannot parse it.
-- int8-static: ``quant_pre_process`` then ``quantize_static`` in QDQ format, per-channel weights, MinMax
-  calibration over the dataset's observations and every reachable state, symmetric activations and
-  weights (zero-points 0, which TensorRT needs), Q/DQ on the inputs of weighted layers only (see
-  :data:`UNQUANTIZED_OUTPUTS`), biases left in float (TensorRT does not take int32 DQ biases, and the
-  quantized bias costs 3× the bytes of the float one: scale + int32 zero-point + value), then those float
-  biases corrected for the mean shift quantization causes (:func:`correct_biases`).
-
-Int8 must compute the same on every CPU the artifact is deployed to. onnxruntime's x86 kernels for u8
-activations × s8 weights on AVX2 and AVX-512 CPUs without VNNI add pairs of products in int16
-(``vpmaddubsw``), which saturates: on an AMD EPYC without VNNI the test teacher's 8-bit symmetric
-int8-dynamic drifted by max |ΔQ| 3.3 and int8-static by 21.9 (0.23 on a VNNI host). Two ways out, both
-exact on every CPU:
-
-- **u8 × u8** (asymmetric weights with per-channel zero-points): x86 widens both to int16 (``vpmaddwd``),
-  ARM has ``udot``. Full 8-bit weights: on the test teacher max |ΔQ| 0.17 (dynamic) / 0.25 (static), on the
-  64×64 student mean |ΔQ| 0.10 / 0.09. The default for both precisions.
-- **s8 × s8 with 7-bit weights** (``reduce_range``): every pair sum stays below 2^15. TensorRT takes
-  symmetric Q/DQ only (zero-points 0), so int8-static for a target that builds engines (``tensorrt`` in
-  its profile: jetson) is made this way: teacher max |ΔQ| 0.35, student mean 0.24 — one bit less.
-
-(The figures below were measured with 8-bit symmetric weights on a VNNI host.)
-
-A convolutional policy (an Atari CNN) is where int8 pays, and only with onnxruntime's own QDQ placement:
-every quantizable op's input *and output* (Conv → Q → DQ → Conv …), which onnxruntime fuses into
-QLinearConv, u8 activations × s8 per-channel weights with ``reduce_range`` (7 bits: exact on CPUs without
-VNNI, as fast as 8 bits on this VNNI host), and nothing else: the equalization and bias correction below
-took the trained Breakout CNN to 63 % agreement. On that NatureCNN, batch 1, one thread, Intel Xeon
-(AVX-512 VNNI): fp32 367 µs, int8-static 168 µs (0.46×), 99.2 % of random-play frames given the float
-policy's action; the MLP placement below (inputs of weighted layers only, u8 × u8) ran it at 746 µs —
-slower than fp32, its activations dequantized before every float Conv.
-
-Both int8 precisions keep the output layer (:func:`output_layers`, the 128×3 Gemm of the CQL policy) in
-float, weights and input (and a first layer of uneven features or few weights, :func:`float_input_layers`):
-it computes the Q-values themselves, whose best and second-best actions are
-< 0.04 apart in 5 % of states on a Q scale of ~9, and it holds ~1 % of the weights (+0.9 KiB, 0.7 % of
-the fp32 file). Measured on the CQL policy (float: exact return 8.985): int8-static 8.923 → 8.985 (the
-float policy's own), agreement 99.37 % → 100 %, 28.3 % → 29.0 % of the fp32 file; int8-dynamic 8.983 →
-8.984, 99.05 % → 99.68 %, 28.2 % → 28.9 %. Percentile and Entropy calibration gave the same agreement as
-MinMax with the float output layer (and need equal-sized calibration batches: onnxruntime's histogram
-collector cannot stack a short last batch), so MinMax stays.
-
-Both also quantize an equalized copy of the fp32 model (:func:`equalize_activations`: every hidden ReLU
-channel rescaled to the same calibration maximum, the function unchanged), which is what lets the 40×40
-distilled student pass its gate. With equalization and bias correction, int8-dynamic on the CQL policy
-reaches 100 % / 8.985 (from 99.68 % / 8.984); its mean |ΔQ| on the calibration set fell on all five
-networks tried (CQL 0.061 → 0.025, distilled 0.0046 → 0.0032, pruned-50 0.071 → 0.029, the test
-fixtures' 256×256 teacher 0.038 → 0.034 and 64×64 student 0.115 → 0.070); bias correction alone
-lowered it on all five, equalization alone on three (not the distilled student nor the fixture teacher).
+On an MLP both int8 precisions quantize an equalized copy (:func:`equalize_activations`), keep the output
+layer and a small or unevenly fed first layer float (:func:`output_layers`, :func:`float_input_layers`)
+and correct the float biases (:func:`correct_biases`). A CNN gets onnxruntime's own placement (Q/DQ on
+every op's input and output, fused into QLinearConv) and nothing else: 0.46× fp32's time at 99.2 %
+agreement on the Breakout NatureCNN, where the MLP recipe gave 63 %. Weights are u8 × u8, exact on every
+CPU (signed 8-bit weights overflow the int16 pair sums of x86 kernels without VNNI: the test teacher's
+int8-static max |ΔQ| 21.9 on an AMD EPYC); a TensorRT target gets symmetric s8 with 7-bit weights
+(``reduce_range``). (measurements: docs/export.md#how-the-int8-recipe-was-chosen)
 """
 
 from __future__ import annotations
@@ -77,14 +34,12 @@ from export.onnx_export import INPUT, model_array, save_single_file
 CALIBRATION_BATCH = 64
 UNQUANTIZED_OUTPUTS = ("Conv", "Gemm", "MatMul")
 """Ops whose outputs get no Q/DQ pair: only the inputs of weighted layers are quantized (TensorRT's and
-NNCF's placement). By default onnxruntime also quantizes each Gemm's output: before the ReLU that wastes
-the symmetric int8 range on negative values the ReLU discards, and on the last layer it rounds the
-Q-values themselves (to 0.09 on the CQL policy, whose best and second-best actions are < 0.05 apart in
-16 % of states): 90.2 % action agreement, against 99.7 % with this placement."""
+NNCF's placement): onnxruntime's default, also each Gemm's output, rounds the Q-values themselves
+(90.2 % agreement on the CQL policy, against 99.7 %; measurements: docs/export.md#qdq-placement)."""
 QUANTIZED_OPS = UNQUANTIZED_OUTPUTS
 """The only ops whose inputs int8-static quantizes. onnxruntime's default list also takes
 ``LayerNormalization``, and a Q/DQ pair on its input rounds the raw Gemm output, whose per-row spread the
-LayerNorm then divides out: on the LayerNorm CQL policy that gave max |ΔQ| 0.79 and 99.37 % agreement."""
+LayerNorm then divides out (max |ΔQ| 0.79 on the LayerNorm CQL policy)."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +100,10 @@ def _preprocessed(src: Path, folder: str) -> Path:
 
 def output_layers(model: onnx.ModelProto) -> list[str]:
     """Names of the weighted nodes (Gemm/MatMul/Conv) that compute the graph outputs, found by walking
-    back from each output through unweighted ops (an Identity, a Cast, an Add of a MatMul's bias)."""
+    back from each output through unweighted ops (an Identity, a Cast, an Add of a MatMul's bias). The int8
+    precisions keep them float: they compute the Q-values, whose best two actions are often a few hundredths
+    apart, with ~1 % of the weights; on the CQL policy int8-static then agrees on 100 % instead of 99.37 %
+    (measurements: docs/export.md#the-output-layer-stays-float)."""
     producer = {out: node for node in model.graph.node for out in node.output}
     found = []
     for value in model.graph.output:
@@ -201,12 +159,11 @@ def _float_bias(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> onn
 def correct_biases(reference: onnx.ModelProto, quantized: onnx.ModelProto, obs: np.ndarray) -> list[float]:
     """Shift each weighted layer's float bias by the mean error quantization adds to its output, in order.
 
-    NNCF's "fast bias correction", which onnxruntime lacks: rounding weights and inputs moves each layer's
-    output mean, and on a Q-network whose best two actions are often < 0.05 apart that shift alone flips
-    actions (measured on the CQL policy: dataset agreement 98.7 % → 100 %, reachable states 99.7 % →
-    100 %). Layers are done in order, so each correction sees the inputs the corrected earlier layers give.
-    A layer's output is found by name in ``reference`` (the fp32 model that was quantized), so only layers
-    whose output kept its name are corrected. Returns the largest shift per layer.
+    NNCF's "fast bias correction", which onnxruntime lacks: rounding moves each layer's output mean, which
+    alone flips actions whose Q-values lie < 0.05 apart (the CQL policy's dataset agreement: 100 % instead of
+    98.7 %; measurements: docs/export.md#equalization-and-bias-correction). Each correction sees the inputs
+    the corrected earlier layers give; only layers whose output kept its name in ``reference`` (the fp32
+    model that was quantized) are corrected. Returns the largest shift per layer.
     """
     if len(obs) == 0:
         return []
@@ -278,26 +235,13 @@ def equalize_activations(model: onnx.ModelProto, obs: np.ndarray) -> list[float]
     """Rescale the channels of every hidden ReLU layer so that each reaches the same maximum on ``obs``,
     in place; returns, per layer, the spread (largest / smallest channel maximum) it had.
 
-    Channel c of ``Gemm → Relu → Gemm`` is divided by s_c in the first Gemm (its weights and bias; in a
-    ``LayerNormalization → Relu → Gemm`` chain, the LayerNorm's scale and shift) and multiplied back by s_c in
-    the second Gemm's input weights: ReLU(x / s) = ReLU(x) / s for s > 0, so the float function is unchanged
-    (up to float32 rounding, ~5e-6 in Q on the CQL policy). s_c is channel c's maximum over the calibration
-    observations divided by the geometric mean of those maxima; dead channels (maximum 0) are left alone. Why:
-    one int8 scale covers a whole activation tensor, set by its largest channel; on the 40×40 distilled
-    student the first hidden layer's largest channel reached 19.5, 10× its smallest live one (64× in the
-    second layer), so most channels kept a few of the 127 levels. Equalized, each channel gets the full range
-    (what per-channel activation quantization would give, which neither QDQ for TensorRT nor onnxruntime
-    offers); the weights of the next layer absorb the spread, and they are quantized per output channel over
-    many inputs.
-
-    Measured (int8-static with the float output layer, MinMax, bias correction; agreement with the float
-    policy, exact return; float 8.985): distilled 40×40 98.10 % / 6.386 → 100 % / 8.985; CQL 128×128×128
-    100 % / 8.985 → 100 % / 8.985 (strict 98.62 → 99.37 %); pruned-50 97.78 % / 7.973 → 99.51 % / 8.984;
-    pruned-30 98.73 % / 8.866 → 99.65 % / 8.985; pruned-70 96.84 % / 7.974 → 96.20 % / 7.922 (the one
-    network it did not help; no int8 variant is made from it). SmoothQuant-style partial migration
-    (s_c = max_c^α / w_c^(α-1), w_c the channel's largest outgoing weight) in a numpy simulation: α = 0.5
-    worse than α = 1 (this function) on both the CQL policy and the student, α = 0 as good on the student
-    and worse on the CQL policy (99.68 %).
+    Channel c of ``Gemm → Relu → Gemm`` is divided by s_c in the first Gemm (weights and bias; or a
+    LayerNorm's scale and shift) and multiplied back in the second's input weights: ReLU(x / s) = ReLU(x) / s
+    for s > 0, so the float function is unchanged. s_c is the channel's calibration maximum over the geometric
+    mean of those maxima; dead channels are left alone. Why: one int8 scale covers a whole activation tensor,
+    set by its largest channel (10× the smallest live one in the 40×40 distilled student); equalized, the
+    next layer's per-channel weights absorb the spread, and that student's int8-static agreement is 100 %
+    instead of 98.10 % (measurements: docs/export.md#equalization-and-bias-correction).
     """
     chains = _equalizable(model)
     if not chains or len(obs) == 0:
@@ -334,32 +278,18 @@ quantized (the gridworld's all peak at ~1); beyond it, it stays float (:func:`fl
 
 FIRST_LAYER_SHARE_MAX = 0.05
 """A first layer holding at most this share of the network's weights stays float whatever the features
-(:func:`float_input_layers`): a low-dimensional observation's layer, where int8 costs the most and saves the
-least."""
+(:func:`float_input_layers`): a low-dimensional observation's, where int8 costs most and saves least."""
 
 
 def float_input_layers(model: onnx.ModelProto, obs: np.ndarray) -> tuple[list[str], dict[str, Any]]:
     """(the first layer, if it should stay float in int8; what decided it: ``input_spread`` and
     ``input_layer_share``). Only a Gemm the graph input feeds directly is considered.
 
-    It stays float when the observation's features are uneven — the largest / smallest live calibration
-    maximum |x_j| (:func:`feature_spread`) above :data:`INPUT_SPREAD_MIN` — or when it is small, at most
-    :data:`FIRST_LAYER_SHARE_MAX` of the weights. Why each:
-
-    - **Uneven features.** The int8 precisions quantize a layer's input per tensor, so the largest feature
-      sets the step for all. CartPole's observation peaks at 0.14 (the pole angle, the feature that
-      decides the action) and 1.6 (angular velocity): the angle kept ~11 of the 127 levels, and int8 agreed
-      with the float PPO policy on 91.3 % (dynamic) / 91.7 % (static) of its rollout states. Rescaling the
-      features to one maximum (as :func:`equalize_activations` does for hidden channels) reached only
-      95.2 % / 95.0 %: the rest is the first layer's own weights. Kept float: 99.2 % / 98.9 %.
-    - **A small layer.** Even features lose much where the observation has few dimensions: the
-      gridworld's 6 features take values on a 1/9 grid that u8 steps of 2/255 do not hit, into first-layer
-      weights of std 14.4 (CQL's init scale; 0.15–0.25 in the other layers). On the default CQL policy
-      (6×128 first layer, 2.2 % of its 35k weights) keeping it float took int8-static from max |ΔQ| 0.545
-      to 0.257 and int8-dynamic from 0.213 to 0.131, for +2.3 KiB (1.6 % of the fp32 file). Keeping the
-      second layer float instead did as much for int8-static (0.254) but for 16k weights, not 768. Only
-      a Gemm fed by the input is considered: an image policy's first convolution stays int8 (it is
-      compute, not size).
+    It stays float when the features are uneven (:func:`feature_spread` above :data:`INPUT_SPREAD_MIN`): the
+    input is quantized per tensor, so the largest feature sets the step for all (CartPole's int8-dynamic
+    agrees on 99.2 % instead of 91.3 %); or when it holds at most :data:`FIRST_LAYER_SHARE_MAX` of the
+    weights (the CQL policy's 6×128 layer: int8-static max |ΔQ| 0.257 instead of 0.545, for +2.3 KiB).
+    (measurements: docs/export.md#the-first-layer-stays-float)
     """
     found: dict[str, Any] = {"input_spread": None, "input_layer_share": None}
     graph = model.graph
@@ -509,7 +439,7 @@ def _int8_static(
     granularity = "per-channel" if per_channel else "per-tensor"
     if conv:
         # onnxruntime's pre-processing and quantizer only: the MLP path's activation equalization and bias
-        # correction took the trained Breakout CNN to 63 % agreement (max |ΔQ| 5.4); without them 99.2 %.
+        # correction took the trained Breakout CNN to 63 % agreement (module docstring).
         with tempfile.TemporaryDirectory() as tmp:
             pre = _preprocessed(src, tmp)
             kept = output_layers(onnx.load_model(str(pre)))

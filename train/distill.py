@@ -18,10 +18,9 @@ A *low* τ is what works for Q-value teachers: the Q gap between the best and th
 here is ~0.1–0.2 (one extra step of −0.1, discounted), so at τ = 1 the targets are nearly uniform and
 say almost nothing about which action is best. At the default τ = 0.003 the targets are close to the
 teacher's argmax wherever it has a clear preference and stay soft only at near-ties (gaps ≲ 0.01), where
-either action is about as good by the teacher's own estimate. Measured with a 64×64 student on four
-teachers (two online DQNs, a CQL net, an oracle-regressed 256×256), exact return student ÷ teacher and
-argmax agreement: τ = 0.2 → 0.93–1.02 / 0.96–0.98; τ = 0.05 → 0.99–1.00 / 0.99–1.00; τ = 0.01 → 1.00 /
-0.994–1.000; τ = 0.003 → 1.00 / 0.997–1.000.
+either action is about as good by the teacher's own estimate: a 64×64 student matched the exact return
+of each of four teachers at 0.997–1.000 argmax agreement (measurements:
+docs/training.md#the-softmax-temperature).
 
 Training states are the distinct observations of the dataset **and** of every reachable decision state
 of the env (``Oracle(model).distance > 0``; the goal itself is terminal, no action is taken there). The
@@ -82,8 +81,7 @@ class DistillConfig:
     """Output folder for student.safetensors, config.json, summary.json, metrics.csv and TensorBoard."""
     hidden: tuple[int, ...] = (40, 40)
     """Hidden widths of the student: 40,40 (2,043 params) is 6.0% of the default 128,128,128 teacher and
-    matched the exact return of every teacher tried (oracle ratios 0.82–0.999); 32,32 matched some but
-    reached only 78–96% of others."""
+    matched the exact return of every teacher tried (measurements: docs/training.md#the-students-width)."""
     temperature: float = 0.003
     """Softmax temperature τ applied to both teacher and student Q-values (see the module docstring)."""
     steps: int = 3000

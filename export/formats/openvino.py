@@ -5,10 +5,8 @@
 - int8-static: ``nncf.quantize`` on the fp32 IR with the MINMAX range estimator and batched calibration
   items: batch-1 items on a 6-feature input clip badly (PITFALLS). The output layer (the MatMul computing
   the Q-values) is left float through NNCF's ignored scope, as the ONNX int8 precisions do
-  (``export.quantize``): on the CQL policy, agreement with the float policy on the reachable states
-  98.73 % (failed its gate) → 100 %, exact return 8.985 either way, IR 57.4 → 55.7 KiB. Measured beside
-  it, without the ignored scope: MEAN_MINMAX ranges 99.37 %, full bias correction
-  (``fast_bias_correction=False``) 99.62 %, MIXED preset (asymmetric activations) as PERFORMANCE.
+  (``export.quantize``): it lifts the CQL policy's reachable-state agreement from 98.73 % (failing its
+  gate) to 100 % (measurements: docs/export.md#openvino-int8-nncf).
 
 There is no OpenVINO counterpart of onnxruntime's ``int8-dynamic``; asking for it is recorded as a failed
 artifact with that reason.
@@ -67,8 +65,8 @@ def output_layers(model: Any) -> list[str]:
 def input_layers(model: Any, calib_obs: np.ndarray) -> list[str]:
     """The MatMul fed by the model's only input, when the observation's features are uneven enough to keep
     it float (``export.quantize.float_input_layers``, whose reasons and spread threshold apply here too).
-    Its other rule, a small first layer kept float, is not applied: with NNCF it did not help (max |ΔQ| of
-    the test teacher 0.45 → 0.54; of the default CQL policy 1.18 → 0.60, both still failing 0.5)."""
+    Its other rule, a small first layer kept float, is not applied: with NNCF it did not help (both networks
+    tried still failed the 0.5 bound; measurements: docs/export.md#the-first-layer-stays-float)."""
     from export.quantize import INPUT_SPREAD_MIN, feature_spread
 
     spread = feature_spread(calib_obs)
@@ -98,8 +96,9 @@ def _int8_static(job: FormatJob) -> tuple[Any, bool, dict[str, Any]]:
         ignored_scope=nncf.IgnoredScope(names=last),
         advanced_parameters=AdvancedQuantizationParameters(
             # 7-bit weights in every layer (NNCF's default fixes the first only): int8 dot products on
-            # AVX2/AVX-512 without VNNI add u8 × s8 pairs in int16, which 8-bit weights overflow (on an AMD
-            # EPYC without VNNI: max |ΔQ| 4.1 and 76 % agreement on the test teacher; 7-bit: 0.45, 100 %)
+            # AVX2/AVX-512 without VNNI add u8 × s8 pairs in int16, which 8-bit weights overflow (the test
+            # teacher on an AMD EPYC without VNNI: 100 % agreement instead of 76 %; measurements:
+            # docs/export.md#openvino-int8-nncf)
             overflow_fix=OverflowFix.ENABLE,
             activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
             weights_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
