@@ -147,6 +147,10 @@ class SearchConfig:
     """The return a picked trial keeps, as a share of the float policy's mean return."""
     population: int = 10
     """NSGA-II's population: trials per generation (40 trials = 4 generations)."""
+    focus: float = 0.5
+    """Share of this call's trials spent on a focused round after the broad one: each tries an untried
+    neighbour of a Pareto-front trial (the next pruning ratio or student size, the calibration size beside,
+    an int8 option flipped, another backend); NSGA-II samples again once none is left. 0: broad only."""
     seed: int = 0
     """The sampler's seed (sources and calibration use the export's own seed)."""
     study: str = ""
@@ -183,6 +187,7 @@ class SearchConfig:
             ("trials", self.trials >= 0),
             ("minutes", self.minutes > 0),
             ("population", self.population >= 2),
+            ("focus", 0 <= self.focus <= 1),
             ("min_iters", self.min_iters >= 1),
             ("repeats", self.repeats >= 1),
             ("episodes", self.episodes >= 0),
@@ -302,6 +307,65 @@ def suggest(trial: Any, space: Space) -> TrialPlan:
         per_channel=trial.suggest_categorical("per_channel", [True, False]),
         equalize=trial.suggest_categorical("equalize", [True, False]) if space.equalize else None,
     )
+
+
+def trial_params(record: dict[str, Any]) -> dict[str, Any]:
+    """The Optuna parameters that :func:`suggest` draws for a recorded trial's settings."""
+    kind, _, pct = record["source"].rpartition("-")
+    params: dict[str, Any] = {"source": kind or record["source"]}
+    if kind:
+        params["prune_pct" if kind == "pruned" else "student_pct"] = int(pct)
+    params["precision"] = record["precision"]
+    params[f"backend_{record['precision']}"] = record["backend"]
+    for key in ("calibration", "per_channel", "equalize"):
+        if record.get(key) is not None:
+            params[key] = record[key]
+    return params
+
+
+def neighbours(params: dict[str, Any], space: Space) -> list[dict[str, Any]]:
+    """Settings one step from ``params``: the focused round's candidates (:attr:`SearchConfig.focus`)."""
+    found = []
+    for key, choices in (
+        ("prune_pct", PRUNE_PCTS),
+        ("student_pct", STUDENT_PCTS),
+        ("calibration", space.calibration),
+    ):
+        if params.get(key) in choices:
+            at = list(choices).index(params[key])
+            found += [{**params, key: choices[i]} for i in (at - 1, at + 1) if 0 <= i < len(choices)]
+    found += [{**params, key: not params[key]} for key in ("per_channel", "equalize") if key in params]
+    precision = params["precision"]
+    for backend in space.backends.get(precision, ()):
+        if backend != params[f"backend_{precision}"]:
+            other = {**params, f"backend_{precision}": backend}
+            if backend == "openvino":  # NNCF takes the calibration size only
+                other = {k: v for k, v in other.items() if k not in ("per_channel", "equalize")}
+            found.append(other)
+    return found
+
+
+def focus_queue(
+    study: Any, records: list[dict[str, Any]], space: Space, objectives: tuple[str, ...], limit: int
+) -> int:
+    """Enqueue up to ``limit`` untried neighbours of the current Pareto front in ``study`` (front trials in
+    p99 order); how many."""
+    tried = {_key(trial_params(r)) for r in records}
+    front = set(pareto_front(records, objectives))
+    queued = 0
+    for record in sorted(records, key=lambda r: r.get("lat_p99_us") or 0.0):
+        if record["number"] not in front:
+            continue
+        for params in neighbours(trial_params(record), space):
+            if queued < limit and _key(params) not in tried:
+                tried.add(_key(params))
+                study.enqueue_trial(params)
+                queued += 1
+    return queued
+
+
+def _key(params: dict[str, Any]) -> frozenset[tuple[str, Any]]:
+    return frozenset(params.items())
 
 
 def _label(precision: str) -> str:
@@ -567,11 +631,17 @@ def search(config: SearchConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         show = config.progress and sys.stderr.isatty()
         bar = tqdm(total=config.trials, desc=f"search {folder.name}", unit="trial", disable=not show)
         durations: list[float] = []
-        for _ in range(config.trials):
+        broad = round(config.trials * (1 - config.focus))
+        queue = 0  # focused trials enqueued and not yet run
+        for index in range(config.trials):
             spent = time.perf_counter() - started + timing_reserve(subject.manifest, config.repeats)
             expected = sorted(durations)[len(durations) // 2] if durations else 0.0
             if spent + expected > config.minutes * 60:
                 break
+            if index >= broad and queue == 0:  # the focused round: around the front found so far
+                remaining = config.trials - index
+                queue = focus_queue(study, trial_records(study), space, config.objectives, remaining)
+            queue = max(queue - 1, 0)
             trial = study.ask()
             try:
                 plan = suggest(trial, space)

@@ -29,10 +29,12 @@ from export.search import (
     Space,
     choose,
     dominance,
+    focus_queue,
     main,
     make_space,
     pareto_front,
     suggest,
+    trial_params,
 )
 from export.sources import SOURCES, source_builder
 
@@ -321,3 +323,36 @@ def test_the_timing_cells_run_on_a_ray_fleet(exported: Path, tmp_path: Path) -> 
         run = json.loads(path.read_text())
         assert run["args"]["executor"] == "ray" and run["hosts"]
         assert all(cell["status"] == "ok" for cell in run["cells"]), run["cells"]
+
+
+def test_the_focused_round_tries_the_neighbours_of_the_front() -> None:
+    import optuna
+
+    space = Space(
+        ("float", "pruned", "distilled"),
+        True,
+        {"fp32": ("onnxruntime", "numpy"), "int8-static": ("onnxruntime", "openvino")},
+        (64, 256, 1024),
+    )
+    front = {
+        **_record(0),
+        "source": "pruned-40",
+        "precision": "int8-static",
+        "backend": "onnxruntime",
+        "per_channel": True,
+        "equalize": False,
+        "calibration": 256,
+    }
+    behind = {**_record(1, lat_p99_us=500), "source": "float", "precision": "fp32", "backend": "numpy"}
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    assert focus_queue(study, [front, behind], space, ("return", "p99", "size"), limit=99) == 7
+    plans = [suggest(study.ask(), space) for _ in range(7)]
+    # one step each: the pruning ratio either side, the calibration either side, each int8 option flipped,
+    # and the other backend (OpenVINO: the calibration size only)
+    assert {p.source for p in plans} == {"pruned-30", "pruned-40", "pruned-50"}
+    assert sorted(p.calibration for p in plans) == [64, 256, 256, 256, 256, 256, 1024]
+    assert sum(p.per_channel is False for p in plans) == 1 and sum(p.equalize is True for p in plans) == 1
+    (openvino,) = [p for p in plans if p.backend == "openvino"]
+    assert openvino.per_channel is None and openvino.equalize is None
+    assert all(trial_params({**front, **vars(p)}) != trial_params(front) for p in plans)  # none repeats it
+    assert focus_queue(study, [front, behind], space, ("return", "p99", "size"), limit=2) == 2
