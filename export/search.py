@@ -60,6 +60,9 @@ P99_MARGIN = 0.10
 (NSGA-II resamples settings) gave p99s 1–57 % apart on this 2-core VM at these µs latencies."""
 RSS_MARGIN_MB = 1.0
 """A peak RSS counts as better only when at least this much lower (repeat cells: within 0.3 MB)."""
+SIZE_MARGIN = 0.01
+"""A size counts as smaller only when at least this share smaller: the same network and precision differ
+by a few bytes of ONNX metadata (its variant name)."""
 
 
 SEARCHED = "searched"
@@ -784,14 +787,14 @@ def dominance(
     chosen: dict[str, Any], fixed: list[dict[str, Any]], subject: Subject, config: SearchConfig
 ) -> list[dict[str, Any]]:
     """Against each fixed variant that passed its gate: is the pick's return equal or better, and on which
-    other objective is it better by more than the timing noise (:data:`P99_MARGIN`, :data:`RSS_MARGIN_MB`;
-    sizes are exact)? Equal return: exact returns at least the fixed one's (the gridworld); seeded returns
-    at least the fixed one's less the float policy's 95% CI half-width, the resolution the episodes give
-    (two artifacts closer than that are not told apart by them)."""
+    other objective is it better by more than the noise (:data:`P99_MARGIN`, :data:`RSS_MARGIN_MB`,
+    :data:`SIZE_MARGIN`)? Equal return: exact returns at least the fixed one's (the gridworld); seeded
+    returns at least the fixed one's less the float policy's 95% CI half-width, the resolution the episodes
+    give (two artifacts closer than that are not told apart by them)."""
     resolution = 1e-9 if subject.exact else (subject.float_ci[1] - subject.float_ci[0]) / 2
     better_by = {
         "p99": lambda mine, theirs: mine < theirs * (1 - P99_MARGIN),
-        "size": lambda mine, theirs: mine < theirs,
+        "size": lambda mine, theirs: mine < theirs * (1 - SIZE_MARGIN),
         "rss": lambda mine, theirs: mine < theirs - RSS_MARGIN_MB,
     }
     out = []
