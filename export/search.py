@@ -831,10 +831,12 @@ def decide(
     config: SearchConfig,
 ) -> dict[str, Any]:
     """The summary of ``search.json``: the Pareto front, the pick (:func:`choose`) and how it compares with
-    the fixed variants; where the pick was timed again beside them (``searched`` in ``fixed``), those
-    figures are the ones compared."""
+    the fixed variants; where the pick was added to the manifest and so timed again beside them
+    (``searched`` in ``fixed``), those figures are the ones compared (with ``--no-add-to-manifest`` a
+    ``searched`` row is an earlier pick's, and the trial's own timing is used)."""
     front = set(pareto_front(records, config.objectives))
-    retimed = next((row for row in fixed if row["variant"] == SEARCHED), None)
+    added = chosen is not None and config.add_to_manifest
+    retimed = next((row for row in fixed if row["variant"] == SEARCHED), None) if added else None
     compared = None if chosen is None else {**chosen, **(_timing(retimed) if retimed else {})}
     for r in records:
         r["pareto"] = int(r["number"] in front)

@@ -356,3 +356,26 @@ def test_the_focused_round_tries_the_neighbours_of_the_front() -> None:
     assert openvino.per_channel is None and openvino.equalize is None
     assert all(trial_params({**front, **vars(p)}) != trial_params(front) for p in plans)  # none repeats it
     assert focus_queue(study, [front, behind], space, ("return", "p99", "size"), limit=2) == 2
+
+
+def test_only_the_pick_just_added_is_compared_by_its_retiming(exported: Path) -> None:
+    """The final side-by-side timing of ``searched`` is the pick's only when this call added it: with
+    --no-add-to-manifest the manifest's ``searched`` is an earlier pick, and the trial's own timing counts."""
+    from types import SimpleNamespace
+
+    from export.search import decide
+
+    subject = SimpleNamespace(
+        manifest=load_manifest(exported), manifest_path=exported, float_return=9.0, float_ci=(9.0, 9.0),
+        exact=True,
+    )  # fmt: skip
+    pick = {**_record(0, lat_p99_us=100.0), "source": "float", "precision": "fp32", "backend": "onnxruntime"}
+    fixed = [
+        {**_record(0, lat_p99_us=80.0), "variant": "float", "backend": "onnxruntime", "status": "ok"},
+        {**_record(0, lat_p99_us=50.0), "variant": "searched", "backend": "onnxruntime", "status": "ok"},
+    ]
+    kept = decide([pick], fixed, pick, "why", subject, SearchConfig(add_to_manifest=False))  # type: ignore[arg-type]
+    assert kept["retimed"] is None and kept["dominance"][0]["better_on"] == []  # 100 µs is not < 80
+    added = decide([pick], fixed, pick, "why", subject, SearchConfig())  # type: ignore[arg-type]
+    assert added["retimed"]["lat_p99_us"] == 50.0 and added["dominance"][0]["better_on"] == ["p99"]
+    assert [d["variant"] for d in added["dominance"]] == ["float"]  # never compared with itself
