@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -40,6 +41,7 @@ from typing import Any
 from backends.manifest import ArtifactEntry, Manifest, ManifestError, load_manifest, write_manifest
 from backends.profiles import TargetProfile, load_profile
 from backends.registry import get_backend
+from common.fileio import atomic_write_json, atomic_write_text
 from export.variants import Variant
 from tasks import TaskUnavailable
 
@@ -425,13 +427,12 @@ def load_export(config: SearchConfig) -> tuple[Manifest, Any]:
 
 
 @contextmanager
-def open_subject(config: SearchConfig) -> Iterator[Subject]:
-    """Load the export named by ``config`` and prepare its sources and gate (what ``python -m export``
-    prepares), with a scratch folder for the sources' fp32 graphs."""
+def open_subject(config: SearchConfig, manifest: Manifest, export: Any) -> Iterator[Subject]:
+    """Prepare the sources and gate of the export ``manifest`` (:func:`load_export`), as ``python -m
+    export`` prepares them, with a scratch folder for the sources' fp32 graphs."""
     from export import pipeline, task_export
 
     path = config.manifest_path
-    manifest, export = load_export(config)
     profile = load_profile(manifest.target)
     ev = manifest.source.get("eval", {})
     with tempfile.TemporaryDirectory(prefix="neuroquant-search-") as scratch:
@@ -533,6 +534,8 @@ def measure_fixed(subject: Subject, config: SearchConfig, folder: Path) -> list[
                 "mean_return": mean,
                 "return_ratio": return_ratio(mean, subject.float_return),
                 "measured": row["status"],
+                "host": row.get("host", ""),
+                "cpu": row.get("cpu", ""),
                 **{
                     key: _median(r.get(key) for r in timed)
                     for key in ("lat_p50_us", "lat_p99_us", "peak_rss_mb")
@@ -574,7 +577,6 @@ def run_trial(
     record["parity"] = entry.parity
     if entry.status != "ok":  # still timed (the matrix times failed artifacts too): the report shows
         record.update(status="gate-failed", reason=entry.reason)  # what the gate rejected, at what speed
-    entry.backends = [plan.backend]
     write_manifest(trial_manifest, folder / "manifest.json")
     try:
         (row,) = run_bench(folder / "manifest.json", folder / "bench", config)
@@ -625,9 +627,9 @@ def search(config: SearchConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
     started = time.perf_counter()
     folder = config.folder
-    load_export(config)  # a missing or broken export is refused before the study is created
+    manifest, export = load_export(config)  # a missing or broken export is refused before the study exists
     study = open_study(config, folder)
-    with open_subject(config) as subject:
+    with open_subject(config, manifest, export) as subject:
         space = make_space(
             subject.profile, subject.manifest, subject.graph_only, len(subject.builder.calib_obs)
         )
@@ -834,6 +836,8 @@ def decide(
     the fixed variants; where the pick was added to the manifest and so timed again beside them
     (``searched`` in ``fixed``), those figures are the ones compared (with ``--no-add-to-manifest`` a
     ``searched`` row is an earlier pick's, and the trial's own timing is used)."""
+    from export.pipeline import now_utc
+
     front = set(pareto_front(records, config.objectives))
     added = chosen is not None and config.add_to_manifest
     retimed = next((row for row in fixed if row["variant"] == SEARCHED), None) if added else None
@@ -862,9 +866,9 @@ def decide(
         "retimed": None if retimed is None else _timing(retimed),
         "pareto": sorted(front),
         "trials": len(records),
-        "config": {k: v for k, v in dataclasses.asdict(config).items()},
-        "created": _now(),
-        "host": _host(),
+        "config": dataclasses.asdict(config),
+        "created": now_utc(),
+        "host": next(({"hostname": r.get("host"), "cpu": r.get("cpu")} for r in fixed), None),  # who timed
     }
 
 
@@ -872,26 +876,6 @@ def _public(record: dict[str, Any]) -> dict[str, Any]:
     return {k: record.get(k) for k in TRIAL_CSV if k not in ("pareto", "chosen")} | {
         "parity": record.get("parity")
     }
-
-
-def _now() -> str:
-    from export.pipeline import now_utc
-
-    return now_utc()
-
-
-def _host() -> dict[str, Any]:
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "arch": platform.machine()}
 
 
 # --------------------------------------------------------------------------------------------- outputs
@@ -952,13 +936,11 @@ def _cell(value: Any) -> Any:
 
 
 def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _cell(row.get(k)) for k in columns})
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({k: _cell(row.get(k)) for k in columns} for row in rows)
+    atomic_write_text(path, text.getvalue())
 
 
 def write_outputs(
@@ -967,9 +949,7 @@ def write_outputs(
     """trials.csv, fixed.csv and search.json (the report reads these: ``reports.search``)."""
     write_csv(folder / "trials.csv", TRIAL_CSV, records)
     write_csv(folder / "fixed.csv", FIXED_CSV, fixed)
-    tmp = folder / ".search.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    os.replace(tmp, folder / "search.json")
+    atomic_write_json(folder / "search.json", summary)
 
 
 def draw_chart(folder: Path) -> None:
