@@ -171,9 +171,10 @@ def _study(study: Study, chart: Chart | None, folder: Path) -> str:
             _p(chosen_line(study), "chosen"),
             _p(
                 "The searched model against each fixed variant of the target profile that passed its gate, "
-                "measured in the same run: whether its return is at least the variant's (within the float "
-                "policy's 95% CI on a seeded task), on which objectives it is strictly better, and so "
-                "whether it dominates the variant."
+                "timed side by side at the end of the run: whether its return is at least the variant's "
+                "(within the float policy's 95% CI on a seeded task), on which objectives it is better by "
+                "more than the noise (p99 by 10 %, size by 1 %, RSS by 1 MB), and so whether it dominates "
+                "the variant."
             ),
             html_table(dominance, DOMINANCE_COLUMNS, f"dominance-{study.name}", sortable=False)
             if len(dominance)

@@ -312,7 +312,7 @@ def trial_table(study: Study) -> pd.DataFrame:
 def dominance_table(study: Study) -> pd.DataFrame:
     """search.json's dominance list, one line per fixed variant that passed its gate: whether the searched
     model's return is at least that variant's (within the float policy's CI on a seeded task), per objective
-    whether it is strictly better ("better") or not ("no"), and so whether it dominates the variant."""
+    whether it is better beyond the noise margins ("better") or not ("no"), and so whether it dominates."""
     lines = []
     for entry in study.meta.get("dominance") or []:
         if not isinstance(entry, dict):
