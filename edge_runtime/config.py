@@ -70,7 +70,7 @@ class SessionConfig:
     seed: int = _opt(0, "seed of the start-state sequence (same seed, same episodes)")
     quiet: bool = _opt(False, "no live status line")
     flush_s: float = _opt(
-        1.0, "flush buffered CSV rows at least this often (a crash loses at most this much)"
+        1.0, "hand buffered frames to the frame log at least this often (a kill loses at most this much)"
     )
     mem_sample_ms: float = _opt(
         100.0, "sample the process RSS this often (the value is carried between samples)"

@@ -199,9 +199,9 @@ def test_sigterm_mid_session_leaves_valid_csv_and_json(manifest_path: Path, tmp_
         stderr=subprocess.PIPE,
         text=True,
     )
-    csv = tmp_path / "session_1.csv"
+    frames = tmp_path / "session_1.frames"  # rows reach the frame log while the session runs
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (not csv.is_file() or csv.read_text().count("\n") < 20):
+    while time.monotonic() < deadline and (not frames.is_file() or frames.stat().st_size < 2000):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
@@ -209,6 +209,7 @@ def test_sigterm_mid_session_leaves_valid_csv_and_json(manifest_path: Path, tmp_
     df, s = _check_files(tmp_path, 1)
     assert s["stop_reason"] == "signal" and s["signal_number"] == signal.SIGTERM
     assert len(df) >= 19
+    assert not frames.exists() and s["csv_write_s"] is not None  # the CSV holds the rows: the log is gone
 
 
 def test_two_concurrent_runs_never_share_a_number(manifest_path: Path, tmp_path: Path) -> None:

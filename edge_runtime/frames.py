@@ -1,0 +1,277 @@
+"""The session's per-frame log: fixed-size binary records while the loop runs, the CSV written from them when
+the session ends.
+
+Why binary first: formatting one 13-column CSV row costs CPython 1.1–1.7 µs, packing the same values into a
+record ~0.15 µs. Either happens at a flush, off the frame itself, but an uncapped loop pays every µs of it in
+frame rate: on CartPole (a ~14 µs frame) the text log alone was 12 % of the frame and kept the loop under
+0.8 × 1 / (bare env step + bare inference) (docs/edge-loop.md). Flight controllers log the same way (binary
+on board, text on the ground). The text is still written, in the same process, once the loop has stopped
+(``csv_write_s`` in the session JSON says what it cost), so a finished, stopped or crashed session leaves the
+same ``session_<N>.csv`` as before.
+
+``session_<N>.frames`` holds every flushed frame: a kill loses at most ``--flush-s`` of frames, as the CSV
+did. After a hard kill (SIGKILL, power loss) the CSV has only its header; ``python -m edge_runtime.frames
+session_<N>.frames`` writes it from the records.
+
+Layout: one JSON header line (``magic``, ``version``, ``struct``, ``action_dims``, ``epoch_offset_ns``),
+then blocks. A block is ``b"NQFB"``, the artifact's name (uint16 length + UTF-8), a uint32 record count and
+the records (``struct`` format, little endian): ``timestamp`` (perf_counter ns), ``episode``, ``frame``, the
+action (one int64, or ``action_dims`` float64 for a box task), ``reward``, ``cumulative``, ``latency``,
+``env``, ``busy`` (ns), ``mem_mb``, ``interval`` (ns since the previous frame's start), ``deadline_miss``,
+``lateness`` (ns; 0 uncapped). A block cut short by a kill yields its whole records and ends the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+import sys
+import time
+from array import array
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, TextIO
+
+from common.cli import ExampleFormatter
+from common.fileio import atomic_write
+
+CSV_COLUMNS = (
+    "timestamp_ns",
+    "episode",
+    "frame",
+    "action",
+    "reward",
+    "cumulative_reward",
+    "latency_ms",
+    "env_ms",
+    "frame_ms",
+    "mem_mb",
+    "fps",
+    "deadline_miss",
+    "artifact",
+)
+"""The columns of docs/contracts.md#the-session-files, in order. ``timestamp_ns``: frame start, Unix epoch ns
+(monotonic clock + one offset); ``frame``: frame index in the session; ``action``: the index (discrete tasks)
+or the ``;``-joined vector (box tasks); ``latency_ms``: the ``infer_one`` call; ``env_ms``: the env step
+alone, so the simulator's cost is never read as the device's; ``frame_ms``: the frame's busy time (inference +
+action rule + env step); ``mem_mb``: last RSS sample; ``fps``: 1 / interval between this frame's start and the
+previous one's (empty for the first frame); ``deadline_miss``: 1 if the frame started later than the
+tolerance; ``artifact``: the model that acted."""
+
+MAGIC = "neuroquant-frames"
+VERSION = 1
+BLOCK = b"NQFB"
+_BLOCK_HEAD = struct.Struct("<4sH")
+_COUNT = struct.Struct("<I")
+# %-formatting is ~15% faster than f-strings here; latency/frame_ms keep 1 ns resolution in ms.
+_ROW_FORMAT = "%d,%d,%d,%s,%.6g,%.6g,%.6f,%.6f,%.6f,%.2f,%.2f,%d,%s\n"
+#: Records formatted per piece of CSV text: bounds the text held at once (~0.4 MB) on a long session.
+CSV_CHUNK = 4096
+
+
+class FrameLogError(ValueError):
+    """The file is not a NeuroQuant frame log (or its header is damaged)."""
+
+
+def record_format(action_dims: int | None) -> str:
+    """The ``struct`` format of one record; ``action_dims`` None: a discrete action (one int64)."""
+    action = "q" if action_dims is None else "d" * action_dims
+    return f"<qqq{action}ddqqqdqBq"
+
+
+#: Where the summary's columns sit in a record, counted from its end (the action's width varies).
+LATENCY, INTERVAL, LATENESS = -7, -3, -1
+
+
+class FrameLog:
+    """Appends blocks of session rows (the loop's tuples) to ``path``; one ``write`` per block."""
+
+    def __init__(self, path: Path, action_dims: int | None, epoch_offset_ns: int) -> None:
+        self.path = path
+        self.action_dims = action_dims
+        self.record = struct.Struct(record_format(action_dims))
+        self.file: BinaryIO = open(path, "xb")
+        header = {
+            "magic": MAGIC,
+            "version": VERSION,
+            "struct": self.record.format,
+            "action_dims": action_dims,
+            "epoch_offset_ns": epoch_offset_ns,
+        }
+        self.file.write(json.dumps(header).encode() + b"\n")
+
+    def write(self, rows: list[tuple], artifact: str) -> None:
+        """One block: ``rows`` are the loop's tuples ``(t0, episode, frame, action, reward, cumulative,
+        latency, env, busy, mem_mb, interval, miss, lateness)``, all acted on by ``artifact``."""
+        pack = self.record.pack
+        if self.action_dims is None:
+            records = b"".join([pack(*row) for row in rows])
+        else:  # the action is the clipped array: its values go inline
+            records = b"".join([pack(*row[:3], *row[3].tolist(), *row[4:]) for row in rows])
+        name = artifact.encode()
+        self.file.write(_BLOCK_HEAD.pack(BLOCK, len(name)) + name + _COUNT.pack(len(rows)) + records)
+
+    def flush(self) -> None:
+        """Hand the written blocks to the OS: a kill after this loses none of them."""
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def read_header(f: BinaryIO, path: Path) -> dict[str, Any]:
+    line = f.readline(4096)
+    try:
+        header = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        header = None
+    if not isinstance(header, dict) or header.get("magic") != MAGIC:
+        raise FrameLogError(
+            f"{path}: not a NeuroQuant frame log (session_<N>.frames written by edge_runtime)"
+        )
+    if header.get("version") != VERSION:
+        raise FrameLogError(
+            f"{path}: frame log version {header.get('version')!r}; this reader knows {VERSION}"
+        )
+    return header
+
+
+def read_blocks(path: Path) -> Iterator[tuple[dict[str, Any], str, list[tuple]]]:
+    """``(header, artifact, records)`` per block, records as ``struct`` tuples (the action inline). Stops at a
+    block cut short (a kill during its write), after yielding its whole records."""
+    with open(path, "rb") as f:
+        header = read_header(f, path)
+        record = struct.Struct(header["struct"])
+        while True:
+            head = f.read(_BLOCK_HEAD.size)
+            if len(head) < _BLOCK_HEAD.size:
+                return
+            magic, name_len = _BLOCK_HEAD.unpack(head)
+            if magic != BLOCK:
+                raise FrameLogError(f"{path}: damaged block at byte {f.tell() - len(head)}")
+            name = f.read(name_len).decode(errors="replace")
+            count_bytes = f.read(_COUNT.size)
+            if len(count_bytes) < _COUNT.size:
+                return
+            (count,) = _COUNT.unpack(count_bytes)
+            data = f.read(count * record.size)
+            whole = len(data) - len(data) % record.size
+            yield header, name, list(record.iter_unpack(data[:whole]))
+            if whole < count * record.size:
+                return
+
+
+def csv_text(path: Path) -> Iterator[str]:
+    """The session CSV's rows (no header) for the frame log at ``path``, a piece at a time."""
+    for header, name, records in read_blocks(path):
+        yield from _csv_pieces(header, name, records)
+
+
+def _csv_pieces(header: dict[str, Any], name: str, records: list[tuple]) -> Iterator[str]:
+    for start in range(0, len(records), CSV_CHUNK):
+        yield _format(
+            records[start : start + CSV_CHUNK], name, header["action_dims"], header["epoch_offset_ns"]
+        )
+
+
+def finish(path: Path, out: TextIO) -> tuple[dict[str, array], str | None]:
+    """What a session does with its frame log when the loop has stopped, in one pass: the CSV rows to
+    ``out``, and the ``latency``, ``lateness`` and ``interval`` (every frame but the first) columns for its
+    summary. Returns ``(columns, error)``: a failed write (a full disk) stops the CSV, not the reading."""
+    columns = {"latency": array("q"), "lateness": array("q"), "interval": array("q")}
+    error = None
+    for header, name, records in read_blocks(path):
+        columns["latency"].extend([r[LATENCY] for r in records])
+        columns["lateness"].extend([r[LATENESS] for r in records])
+        columns["interval"].extend([r[INTERVAL] for r in records if r[2]])
+        if error is None:
+            try:
+                for text in _csv_pieces(header, name, records):
+                    out.write(text)
+            except OSError as err:
+                error = f"{type(err).__name__}: {err}"
+    return columns, error
+
+
+def _format(records: list[tuple], name: str, dims: int | None, offset_ns: int) -> str:
+    fmt = _ROW_FORMAT
+    nan = float("nan")
+    if dims is None:
+        rows = records
+    else:  # the action's values back into one ";"-joined field
+        end = 3 + dims
+        rows = [(*r[:3], ";".join([f"{v:.6g}" for v in r[3:end]]), *r[end:]) for r in records]
+    text = "".join(
+        [
+            fmt
+            % (
+                t0 + offset_ns,
+                ep,
+                fr,
+                a,
+                r,
+                cum,
+                lat / 1e6,
+                env / 1e6,
+                busy / 1e6,
+                mem,
+                1e9 / iv if fr else nan,
+                miss,
+                name,
+            )
+            for t0, ep, fr, a, r, cum, lat, env, busy, mem, iv, miss, _late in rows
+        ]
+    )
+    return text.replace(",nan,", ",,")  # the first frame has no previous one to rate against
+
+
+def write_csv(frames: Path, csv: Path) -> int:
+    """Write the full CSV (header + rows) of ``frames`` to ``csv`` atomically; return the rows written."""
+    rows = 0
+
+    def write(tmp: str) -> None:
+        nonlocal rows
+        with open(tmp, "w", newline="") as out:
+            out.write(",".join(CSV_COLUMNS) + "\n")
+            for text in csv_text(frames):
+                out.write(text)
+                rows += text.count("\n")
+
+    atomic_write(csv, write)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m edge_runtime.frames",
+        description="Write the CSV of a session killed before it could (SIGKILL, power loss) from its "
+        "session_<N>.frames; the frame log is removed once the CSV holds its rows.",
+        epilog="Example: python -m edge_runtime.frames results/sessions/session_3.frames",
+        formatter_class=ExampleFormatter,
+    )
+    parser.add_argument("frames", type=Path, nargs="+", help="session_<N>.frames files")
+    parser.add_argument("--keep", action="store_true", help="keep the frame log after writing the CSV")
+    args = parser.parse_args(argv)
+    code = 0
+    for path in args.frames:
+        if not path.is_file():
+            print(f"error: {path}: no such file", file=sys.stderr)
+            code = 2
+            continue
+        csv = path.with_suffix(".csv")
+        t0 = time.perf_counter()
+        try:
+            rows = write_csv(path, csv)
+        except (FrameLogError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            code = 2
+            continue
+        if not args.keep:
+            path.unlink()
+        print(f"{csv}: {rows} rows ({time.perf_counter() - t0:.2f} s)")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
