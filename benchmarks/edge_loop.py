@@ -7,12 +7,13 @@
 1. Bare ``InferenceSession.run`` latency (a session of our own, same options as the backend) and bare
    ``backend.infer_one``, against the inference latency inside the uncapped loop, alternated
    ``--repeats`` times so drift on a shared machine hits both; the ratio of p99s is the figure.
-2. Uncapped loop FPS (env step + inference + logging to the CSV).
+2. Uncapped loop FPS (env step + inference + the frame log), and what writing the CSV from the frame log
+   after the loop cost per frame.
 3. At ``--paced-fps`` for ``--paced-frames`` frames, per pacing policy: frame-start lateness p50/p99,
    deadline misses, inference p50/p99.
 4. Peak RSS of a real ``python -m edge_runtime`` session in a fresh subprocess (on onnxruntime, and on
-   numpy where the artifact runs there), next to the floor: a minimal script that only imports numpy,
-   onnxruntime and psutil, makes and steps the task's env (not the gridworld's) and runs the same model.
+   numpy where the artifact runs there), next to the floor: a minimal script that only imports numpy and
+   onnxruntime, makes and steps the task's env (not the gridworld's) and runs the same model.
 
 Why it is not a test: speed depends on the machine and its load; tests check behaviour, this script
 reports figures (medians over repeats, warm-up first, first-inference time excluded).
@@ -60,7 +61,8 @@ same run: the loop's own overhead (action rule, clocks, logging) at most 20 %.""
 
 _FLOOR_SCRIPT = """
 import json, sys
-import numpy as np, onnxruntime as ort, psutil
+sys.modules["_hashlib"] = None  # as python -m edge_runtime does: no OpenSSL
+import numpy as np, onnxruntime as ort
 task = json.loads(sys.argv[3])
 if task is not None:  # the task's own env, made and stepped as a session does (gymnasium and its simulator)
     from tasks import TaskSpec, make_env
@@ -77,11 +79,11 @@ name = s.get_inputs()[0].name
 for _ in range(20000):
     s.run(None, {name: x})
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")]
-print(int(hwm[0].split()[1]) / 1024 if hwm else psutil.Process().memory_info().rss / 2**20)
+print(int(hwm[0].split()[1]) / 1024 if hwm else float("nan"))
 """
-"""The floor of an onnxruntime session: numpy, onnxruntime and psutil imported, one model run 20,000 times,
-and for a Gymnasium task its env made and stepped (gymnasium alone adds ~12 MB: multiprocessing, its vector
-API, numpy.random). On CartPole here: 67.3 MB, above the 64 MB target before the session adds anything."""
+"""The floor of an onnxruntime session: numpy and onnxruntime imported, one model run 20,000 times, and for
+a Gymnasium task its env made and stepped (gymnasium adds ~8 MB: its vector API, multiprocessing,
+numpy.random), with OpenSSL kept out as ``python -m edge_runtime`` keeps it out. Linux only (VmHWM)."""
 
 
 def _pct_us(ns: np.ndarray) -> dict[str, float]:
@@ -211,6 +213,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "bare_env_step_mean_us": med(env_step, "mean"),
         "loop_fps": med(loop, "fps", "mean"),
         "loop_fps_per_cpu_second": statistics.median(cpu_fps),
+        # Written from the frame log after the loop (edge_runtime.frames): not in loop_fps, said here.
+        "csv_write_us_per_frame": statistics.median(r["csv_write_s"] * 1e6 / r["frames"] for r in loop),
         "loop_frames": args.loop_frames,
         "repeats": args.repeats,
     }
@@ -316,7 +320,7 @@ def peak_rss(
         "edge_session_frames": summary["frames"],
         "numpy_session_peak_rss_mb": numpy_mb,
         "floor_peak_rss_mb": floor_mb,
-        "floor": "numpy+onnxruntime+psutil" + ("" if task is None else f"+{plan.task.env.id}"),
+        "floor": "numpy+onnxruntime" + ("" if task is None else f"+{plan.task.env.id}"),
         "edge_minus_floor_mb": (summary["peak_rss_mb"] - floor_mb) if floor_mb is not None else None,
     }
 
@@ -343,6 +347,7 @@ def _print_table(r: dict[str, Any]) -> None:
         f"  uncapped loop               {u['loop_fps']:,.0f} FPS wall-clock, "
         f"{u['loop_fps_per_cpu_second']:,.0f} frames per CPU-second; {u['loop_fps_over_bare']:.2f} of "
         f"1 / (bare env step + bare run) = {u['bare_frame_fps']:,.0f} FPS",
+        f"  CSV written after the loop  {u['csv_write_us_per_frame']:.2f} µs per frame",
     ]
     for policy, p in r["paced"].items():
         contention = (

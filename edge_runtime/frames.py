@@ -28,10 +28,11 @@ import json
 import struct
 import sys
 import time
-from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
+
+import numpy as np
 
 from common.cli import ExampleFormatter
 from common.fileio import atomic_write
@@ -66,8 +67,9 @@ _BLOCK_HEAD = struct.Struct("<4sH")
 _COUNT = struct.Struct("<I")
 # %-formatting is ~15% faster than f-strings here; latency/frame_ms keep 1 ns resolution in ms.
 _ROW_FORMAT = "%d,%d,%d,%s,%.6g,%.6g,%.6f,%.6f,%.6f,%.2f,%.2f,%d,%s\n"
-#: Records formatted per piece of CSV text: bounds the text held at once (~0.4 MB) on a long session.
-CSV_CHUNK = 4096
+#: Records formatted per piece of CSV text: bounds what the end of a session holds at once (~0.5 MB of
+#: record tuples and text) however long it ran.
+CSV_CHUNK = 1024
 
 
 class FrameLogError(ValueError):
@@ -78,10 +80,6 @@ def record_format(action_dims: int | None) -> str:
     """The ``struct`` format of one record; ``action_dims`` None: a discrete action (one int64)."""
     action = "q" if action_dims is None else "d" * action_dims
     return f"<qqq{action}ddqqqdqBq"
-
-
-#: Where the summary's columns sit in a record, counted from its end (the action's width varies).
-LATENCY, INTERVAL, LATENESS = -7, -3, -1
 
 
 class FrameLog:
@@ -137,12 +135,23 @@ def read_header(f: BinaryIO, path: Path) -> dict[str, Any]:
     return header
 
 
-def read_blocks(path: Path) -> Iterator[tuple[dict[str, Any], str, list[tuple]]]:
-    """``(header, artifact, records)`` per block, records as ``struct`` tuples (the action inline). Stops at a
-    block cut short (a kill during its write), after yielding its whole records."""
+def record_dtype(header: dict[str, Any]) -> np.dtype:
+    """The records as a numpy structured dtype (same bytes as ``struct``: little endian, no padding)."""
+    dims = header["action_dims"]
+    action = [("action", "<i8")] if dims is None else [(f"action_{i}", "<f8") for i in range(dims)]
+    return np.dtype(
+        [("timestamp", "<i8"), ("episode", "<i8"), ("frame", "<i8"), *action, ("reward", "<f8"),
+         ("cumulative", "<f8"), ("latency", "<i8"), ("env", "<i8"), ("busy", "<i8"), ("mem_mb", "<f8"),
+         ("interval", "<i8"), ("deadline_miss", "u1"), ("lateness", "<i8")]
+    )  # fmt: skip
+
+
+def read_blocks(path: Path) -> Iterator[tuple[dict[str, Any], str, bytes]]:
+    """``(header, artifact, records' bytes)`` per block. Stops at a block cut short (a kill during its
+    write), after yielding its whole records."""
     with open(path, "rb") as f:
         header = read_header(f, path)
-        record = struct.Struct(header["struct"])
+        size = struct.calcsize(header["struct"])
         while True:
             head = f.read(_BLOCK_HEAD.size)
             if len(head) < _BLOCK_HEAD.size:
@@ -155,43 +164,53 @@ def read_blocks(path: Path) -> Iterator[tuple[dict[str, Any], str, list[tuple]]]
             if len(count_bytes) < _COUNT.size:
                 return
             (count,) = _COUNT.unpack(count_bytes)
-            data = f.read(count * record.size)
-            whole = len(data) - len(data) % record.size
-            yield header, name, list(record.iter_unpack(data[:whole]))
-            if whole < count * record.size:
+            data = f.read(count * size)
+            whole = len(data) - len(data) % size
+            yield header, name, data[:whole]
+            if whole < count * size:
                 return
 
 
 def csv_text(path: Path) -> Iterator[str]:
     """The session CSV's rows (no header) for the frame log at ``path``, a piece at a time."""
-    for header, name, records in read_blocks(path):
-        yield from _csv_pieces(header, name, records)
+    for header, name, data in read_blocks(path):
+        yield from _csv_pieces(header, name, data)
 
 
-def _csv_pieces(header: dict[str, Any], name: str, records: list[tuple]) -> Iterator[str]:
-    for start in range(0, len(records), CSV_CHUNK):
-        yield _format(
-            records[start : start + CSV_CHUNK], name, header["action_dims"], header["epoch_offset_ns"]
-        )
+def _csv_pieces(header: dict[str, Any], name: str, data: bytes) -> Iterator[str]:
+    record = struct.Struct(header["struct"])
+    step = record.size * CSV_CHUNK
+    for start in range(0, len(data), step):
+        records = list(record.iter_unpack(data[start : start + step]))
+        yield _format(records, name, header["action_dims"], header["epoch_offset_ns"])
 
 
-def finish(path: Path, out: TextIO) -> tuple[dict[str, array], str | None]:
+def finish(path: Path, out: TextIO, columns: tuple[str, ...]) -> tuple[dict[str, np.ndarray], str | None]:
     """What a session does with its frame log when the loop has stopped, in one pass: the CSV rows to
-    ``out``, and the ``latency``, ``lateness`` and ``interval`` (every frame but the first) columns for its
-    summary. Returns ``(columns, error)``: a failed write (a full disk) stops the CSV, not the reading."""
-    columns = {"latency": array("q"), "lateness": array("q"), "interval": array("q")}
+    ``out``, and ``columns`` of every record for its summary (``interval``: every frame but the first).
+    Returns ``(columns, error)``: a failed write (a full disk) stops the CSV, not the reading.
+
+    The columns are filled in place, sized from the file (8 bytes a frame each): a long session's summary
+    costs no more than that at its end."""
+    with open(path, "rb") as f:
+        header = read_header(f, path)
+    most = max(0, path.stat().st_size // struct.calcsize(header["struct"]))
+    gathered = {name: np.empty(most, np.int64) for name in columns}
+    filled = dict.fromkeys(columns, 0)
     error = None
-    for header, name, records in read_blocks(path):
-        columns["latency"].extend([r[LATENCY] for r in records])
-        columns["lateness"].extend([r[LATENESS] for r in records])
-        columns["interval"].extend([r[INTERVAL] for r in records if r[2]])
+    for header, name, data in read_blocks(path):
+        block = np.frombuffer(data, dtype=record_dtype(header))
+        for column, values in gathered.items():
+            part = block[column][block["frame"] > 0] if column == "interval" else block[column]
+            values[filled[column] : filled[column] + len(part)] = part
+            filled[column] += len(part)
         if error is None:
             try:
-                for text in _csv_pieces(header, name, records):
+                for text in _csv_pieces(header, name, data):
                     out.write(text)
             except OSError as err:
                 error = f"{type(err).__name__}: {err}"
-    return columns, error
+    return {name: values[: filled[name]] for name, values in gathered.items()}, error
 
 
 def _format(records: list[tuple], name: str, dims: int | None, offset_ns: int) -> str:

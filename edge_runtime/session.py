@@ -27,7 +27,6 @@ import signal
 import sys
 import time
 import traceback
-from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -188,13 +187,13 @@ def percentile(sorted_values: np.ndarray, q: float) -> float:
 
 
 def _percentiles(values_ns: np.ndarray) -> dict[str, float | None]:
+    """p50 … p99.9, max and mean in µs of already sorted ns."""
     keys = ("p50", "p90", "p99", "p99.9")
     if values_ns.size == 0:
         return {**dict.fromkeys(keys), "max": None, "mean": None}
-    us = np.sort(values_ns / 1e3)
-    out = {k: round(percentile(us, q), 3) for k, q in zip(keys, (50, 90, 99, 99.9), strict=True)}
-    out["max"] = round(float(us[-1]), 3)
-    out["mean"] = round(float(us.mean()), 3)
+    out = {k: round(percentile(values_ns, q) / 1e3, 3) for k, q in zip(keys, (50, 90, 99, 99.9), strict=True)}
+    out["max"] = round(float(values_ns[-1]) / 1e3, 3)
+    out["mean"] = round(float(values_ns.mean()) / 1e3, 3)
     return out
 
 
@@ -274,7 +273,7 @@ class Session:
         self.started_at = datetime.now(timezone.utc)
         previous_handlers = self._install_signal_handlers()
         window = None
-        self.columns: dict[str, array] = {}
+        self.columns: dict[str, np.ndarray] = {}
         """The frame log's latency, lateness and interval columns, read back when the session ends."""
         self.episode_stats: list[tuple[float, bool | None, int, float | None]] = []
         self.frames = 0
@@ -557,7 +556,9 @@ class Session:
         the log goes once the CSV holds its rows. A failed write (a full disk) keeps the log, for
         ``python -m edge_runtime.frames``."""
         t0 = time.perf_counter()
-        self.columns, self.csv_error = finish(self.frames_path, self.csv)
+        paced = self.pacer is not None and not self.pacer.uncapped
+        wanted = ("latency", "interval", "lateness") if paced else ("latency", "interval")
+        self.columns, self.csv_error = finish(self.frames_path, self.csv, wanted)
         try:
             self.csv.close()
         except OSError as err:  # the last buffered text did not fit either
@@ -580,19 +581,22 @@ class Session:
                 out.append((rows[lo - first : hi - first], name))
         return out
 
-    def column(self, name: str) -> np.ndarray:
-        """``latency``, ``lateness`` (0 uncapped) or ``interval`` (from the second frame on) of every frame,
-        in ns, once the session has ended (read back from its frame log)."""
-        return np.frombuffer(self.columns.get(name, array("q")), dtype=np.int64)
+    def sorted_ns(self, name: str) -> np.ndarray:
+        """Every frame's ``latency``, ``lateness`` (paced sessions) or ``interval`` (from the second frame
+        on), ns, in ascending order, once the session has ended (read back from its frame log; the
+        summary sorts them in place, which spares a copy of each)."""
+        return self.columns.get(name, np.empty(0, np.int64))
 
     def _summary(self, number: int, csv_path: Path, elapsed_ns: int) -> dict[str, Any]:
         cfg, plan, entry = self.config, self.plan, self.plan.entry
-        lat, late, intervals = (self.column(k) for k in ("latency", "lateness", "interval"))
+        lat, late, intervals = (self.sorted_ns(k) for k in ("latency", "lateness", "interval"))
+        for values in (lat, late, intervals):
+            values.sort()
         pacer = self.pacer
         stats = self.episode_stats
         returns = np.array([s[0] for s in stats])
         frames = len(lat)
-        inst_fps = np.sort(1e9 / intervals[intervals > 0]) if intervals.size else np.array([])
+        intervals = intervals[intervals.searchsorted(1) :]  # a view: no frame starts twice in one ns
         paced = pacer is not None and not pacer.uncapped
         partial = getattr(self, "partial_episode", None)
         summary: dict[str, Any] = {
@@ -635,10 +639,12 @@ class Session:
             "deadline_misses": int(self.misses),
             "fps": {
                 "mean": round(frames / (elapsed_ns / 1e9), 3) if elapsed_ns > 0 and frames else None,
-                "p50": round(percentile(inst_fps, 50), 3) if inst_fps.size else None,
-                "p1": round(percentile(inst_fps, 1), 3) if inst_fps.size else None,
-                "min": round(float(inst_fps[0]), 3) if inst_fps.size else None,
-                "max": round(float(inst_fps[-1]), 3) if inst_fps.size else None,
+                # 1e9 / the interval's percentile: the rate is monotone in the interval (p1 of the rate
+                # is 1e9 / p99 of the interval), and no second array of rates is made.
+                "p50": round(1e9 / percentile(intervals, 50), 3) if intervals.size else None,
+                "p1": round(1e9 / percentile(intervals, 99), 3) if intervals.size else None,
+                "min": round(1e9 / float(intervals[-1]), 3) if intervals.size else None,
+                "max": round(1e9 / float(intervals[0]), 3) if intervals.size else None,
             },
             "peak_rss_mb": round(peak_rss_mb(self.rss_peak_mb), 2),
             "sampled_peak_rss_mb": round(self.rss_peak_mb, 2),

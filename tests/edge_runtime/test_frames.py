@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -13,7 +14,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from edge_runtime.frames import CSV_COLUMNS, FrameLog, FrameLogError, csv_text, finish, main, read_blocks
+from edge_runtime.frames import (
+    CSV_COLUMNS,
+    FrameLog,
+    FrameLogError,
+    csv_text,
+    finish,
+    main,
+    read_blocks,
+    record_dtype,
+    record_format,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,11 +61,17 @@ def test_finish_gathers_the_summary_columns_even_when_the_csv_cannot_be_written(
         def write(self, text: str) -> int:
             raise OSError(28, "No space left on device")
 
-    columns, error = finish(tmp_path / "s.frames", FullDisk())  # type: ignore[arg-type]
+    columns, error = finish(tmp_path / "s.frames", FullDisk(), ("latency", "lateness", "interval"))  # type: ignore[arg-type]
     assert error is not None and "No space left" in error
     assert list(columns["latency"]) == [4123] * 5
     assert list(columns["lateness"]) == [0, 10, 20, 30, 40]
     assert list(columns["interval"]) == [1_000_000] * 4  # the first frame has no previous one
+
+
+@pytest.mark.parametrize("dims", [None, 1, 6])
+def test_the_numpy_view_of_a_record_is_its_struct_layout(dims: int | None) -> None:
+    header = {"action_dims": dims, "struct": record_format(dims)}
+    assert record_dtype(header).itemsize == struct.calcsize(record_format(dims))
 
 
 def test_a_block_cut_by_a_kill_keeps_its_whole_records(tmp_path: Path) -> None:
@@ -65,8 +82,9 @@ def test_a_block_cut_by_a_kill_keeps_its_whole_records(tmp_path: Path) -> None:
     log.close()
     data = path.read_bytes()
     path.write_bytes(data[:-40])  # the last record half-written
-    blocks = [records for _, _, records in read_blocks(path)]
+    blocks = [np.frombuffer(data, record_dtype(header)) for header, _, data in read_blocks(path)]
     assert [len(b) for b in blocks] == [3, 2]
+    assert blocks[1]["frame"].tolist() == [3, 4] and blocks[1]["action"].tolist() == [1, 1]
 
 
 def test_a_file_that_is_not_a_frame_log_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -86,6 +86,31 @@ print(json.dumps({{"codes": codes, "torch": "torch" in sys.modules}}))
         assert (df["env_ms"] > 0).all() and (df["frame_ms"] >= df["env_ms"] + df["latency_ms"]).all()
 
 
+def test_python_m_edge_runtime_keeps_openssl_out_of_a_gymnasium_session(
+    cartpole: Path, tmp_path: Path
+) -> None:
+    """gymnasium's import chain reaches hashlib; ``python -m edge_runtime`` hashes the artifact with CPython's
+    built-in sha256 and keeps libcrypto (3.3 MB of RSS) out of the process."""
+    probe = f"""
+import json, runpy, sys
+sys.argv = ["edge_runtime", "--manifest", {str(cartpole)!r}, "--variant", "float", "--backend", "onnxruntime",
+            "--fps", "0", "--episodes", "1", "--quiet", "--out", {str(tmp_path)!r}]
+try:
+    runpy.run_module("edge_runtime", run_name="__main__", alter_sys=True)
+except SystemExit as stop:
+    code = stop.code
+print(json.dumps({{"code": code, "gymnasium": "gymnasium" in sys.modules, "hashlib": "hashlib" in sys.modules,
+                  "openssl": sys.modules.get("_hashlib") is not None}}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"code": 0, "gymnasium": True, "hashlib": True, "openssl": False}
+    assert _session(tmp_path)[1]["stop_reason"] == "completed"
+
+
 def test_box_actions_are_clipped_and_logged(pendulum: Path, tmp_path: Path) -> None:
     argv = ["--manifest", str(pendulum), "--variant", "float", "--backend", "onnxruntime", "--fps", "0"]
     assert main([*argv, "--episodes", "2", "--out", str(tmp_path), "--quiet"]) == 0
