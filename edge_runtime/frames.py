@@ -76,10 +76,26 @@ class FrameLogError(ValueError):
     """The file is not a NeuroQuant frame log (or its header is damaged)."""
 
 
+def _fields(action_dims: int | None) -> list[tuple[str, str]]:
+    """A record's fields as ``(name, struct code)``: ``q`` int64, ``d`` float64, ``B`` uint8."""
+    action = [("action", "q")] if action_dims is None else [(f"action_{i}", "d") for i in range(action_dims)]
+    return [
+        ("timestamp", "q"), ("episode", "q"), ("frame", "q"), *action, ("reward", "d"), ("cumulative", "d"),
+        ("latency", "q"), ("env", "q"), ("busy", "q"), ("mem_mb", "d"), ("interval", "q"),
+        ("deadline_miss", "B"), ("lateness", "q"),
+    ]  # fmt: skip
+
+
 def record_format(action_dims: int | None) -> str:
-    """The ``struct`` format of one record; ``action_dims`` None: a discrete action (one int64)."""
-    action = "q" if action_dims is None else "d" * action_dims
-    return f"<qqq{action}ddqqqdqBq"
+    """The ``struct`` format of one record (little endian, no padding); ``action_dims`` None: a discrete
+    action (one int64), else that many float64."""
+    return "<" + "".join(code for _, code in _fields(action_dims))
+
+
+def record_dtype(action_dims: int | None) -> np.dtype:
+    """The same record as a numpy structured dtype, to read a block's columns without a tuple per frame."""
+    numpy_type = {"q": "<i8", "d": "<f8", "B": "u1"}
+    return np.dtype([(name, numpy_type[code]) for name, code in _fields(action_dims)])
 
 
 class FrameLog:
@@ -132,18 +148,10 @@ def read_header(f: BinaryIO, path: Path) -> dict[str, Any]:
         raise FrameLogError(
             f"{path}: frame log version {header.get('version')!r}; this reader knows {VERSION}"
         )
+    dims = header.get("action_dims")
+    if not (dims is None or (type(dims) is int and dims > 0)) or header.get("struct") != record_format(dims):
+        raise FrameLogError(f"{path}: damaged header (action_dims {dims!r}, record {header.get('struct')!r})")
     return header
-
-
-def record_dtype(header: dict[str, Any]) -> np.dtype:
-    """The records as a numpy structured dtype (same bytes as ``struct``: little endian, no padding)."""
-    dims = header["action_dims"]
-    action = [("action", "<i8")] if dims is None else [(f"action_{i}", "<f8") for i in range(dims)]
-    return np.dtype(
-        [("timestamp", "<i8"), ("episode", "<i8"), ("frame", "<i8"), *action, ("reward", "<f8"),
-         ("cumulative", "<f8"), ("latency", "<i8"), ("env", "<i8"), ("busy", "<i8"), ("mem_mb", "<f8"),
-         ("interval", "<i8"), ("deadline_miss", "u1"), ("lateness", "<i8")]
-    )  # fmt: skip
 
 
 def read_blocks(path: Path) -> Iterator[tuple[dict[str, Any], str, bytes]]:
@@ -199,7 +207,7 @@ def finish(path: Path, out: TextIO, columns: tuple[str, ...]) -> tuple[dict[str,
     filled = dict.fromkeys(columns, 0)
     error = None
     for header, name, data in read_blocks(path):
-        block = np.frombuffer(data, dtype=record_dtype(header))
+        block = np.frombuffer(data, dtype=record_dtype(header["action_dims"]))
         for column, values in gathered.items():
             part = block[column][block["frame"] > 0] if column == "interval" else block[column]
             values[filled[column] : filled[column] + len(part)] = part

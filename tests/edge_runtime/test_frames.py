@@ -70,8 +70,7 @@ def test_finish_gathers_the_summary_columns_even_when_the_csv_cannot_be_written(
 
 @pytest.mark.parametrize("dims", [None, 1, 6])
 def test_the_numpy_view_of_a_record_is_its_struct_layout(dims: int | None) -> None:
-    header = {"action_dims": dims, "struct": record_format(dims)}
-    assert record_dtype(header).itemsize == struct.calcsize(record_format(dims))
+    assert record_dtype(dims).itemsize == struct.calcsize(record_format(dims))
 
 
 def test_a_block_cut_by_a_kill_keeps_its_whole_records(tmp_path: Path) -> None:
@@ -82,13 +81,19 @@ def test_a_block_cut_by_a_kill_keeps_its_whole_records(tmp_path: Path) -> None:
     log.close()
     data = path.read_bytes()
     path.write_bytes(data[:-40])  # the last record half-written
-    blocks = [np.frombuffer(data, record_dtype(header)) for header, _, data in read_blocks(path)]
+    blocks = [
+        np.frombuffer(data, record_dtype(header["action_dims"])) for header, _, data in read_blocks(path)
+    ]
     assert [len(b) for b in blocks] == [3, 2]
     assert blocks[1]["frame"].tolist() == [3, 4] and blocks[1]["action"].tolist() == [1, 1]
 
 
 def test_a_file_that_is_not_a_frame_log_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bad = tmp_path / "session_1.frames"
+    tampered = {"magic": "neuroquant-frames", "version": 1, "struct": record_format(None), "action_dims": 3}
+    bad.write_text(json.dumps(tampered) + "\n")
+    with pytest.raises(FrameLogError, match="damaged header"):
+        list(read_blocks(bad))
     bad.write_text("timestamp_ns,episode\n1,2\n")
     with pytest.raises(FrameLogError, match="not a NeuroQuant frame log"):
         list(read_blocks(bad))
