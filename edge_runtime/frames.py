@@ -122,7 +122,7 @@ class FrameLog:
         if self.action_dims is None:
             records = b"".join([pack(*row) for row in rows])
         else:  # the action is the clipped array: its values go inline
-            records = b"".join([pack(*row[:3], *row[3].tolist(), *row[4:]) for row in rows])
+            records = b"".join([pack(*row[:3], *row[3].ravel().tolist(), *row[4:]) for row in rows])
         name = artifact.encode()
         self.file.write(_BLOCK_HEAD.pack(BLOCK, len(name)) + name + _COUNT.pack(len(rows)) + records)
 

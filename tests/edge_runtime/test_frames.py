@@ -46,10 +46,10 @@ def test_discrete_and_box_rows_come_back_as_the_session_csv(tmp_path: Path) -> N
         "2000007,0,1,0,1.5,3,0.004123,0.005000,0.009500,40.50,1000.00,1,float/onnx\n",
         "3000007,0,2,1,1.5,4.5,0.004123,0.005000,0.009500,40.50,1000.00,0,fp16/onnx\n",
     ]
-    box = FrameLog(tmp_path / "b.frames", 2, epoch_offset_ns=0)
-    box.write([_row(0, np.array([0.5, -1.0], np.float32))], "float/onnx")
+    box = FrameLog(tmp_path / "b.frames", 4, epoch_offset_ns=0)
+    box.write([_row(0, np.array([[0.5, -1.0], [2.0, 0.125]], np.float32))], "float/onnx")  # a 2×2 action
     box.close()
-    assert next(csv_text(tmp_path / "b.frames")).split(",")[3] == "0.5;-1"
+    assert next(csv_text(tmp_path / "b.frames")).split(",")[3] == "0.5;-1;2;0.125"  # row-major
 
 
 def test_finish_gathers_the_summary_columns_even_when_the_csv_cannot_be_written(tmp_path: Path) -> None:
