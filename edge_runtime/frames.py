@@ -13,12 +13,13 @@ same ``session_<N>.csv`` as before.
 did. After a hard kill (SIGKILL, power loss) the CSV has only its header; ``python -m edge_runtime.frames
 session_<N>.frames`` writes it from the records.
 
-Layout: one JSON header line (``magic``, ``version``, ``struct``, ``action_dims``, ``epoch_offset_ns``),
-then blocks. A block is ``b"NQFB"``, the artifact's name (uint16 length + UTF-8), a uint32 record count and
-the records (``struct`` format, little endian): ``timestamp`` (perf_counter ns), ``episode``, ``frame``, the
-action (one int64, or ``action_dims`` float64 for a box task), ``reward``, ``cumulative``, ``latency``,
-``env``, ``busy`` (ns), ``mem_mb``, ``interval`` (ns since the previous frame's start), ``deadline_miss``,
-``lateness`` (ns; 0 uncapped). A block cut short by a kill yields its whole records and ends the file.
+Layout: one JSON header line (``magic``, ``version``, ``struct``, ``action_dims``, ``epoch_offset_ns``), then
+blocks. A block is ``b"NQFB"``, the artifact's name (uint16 length + UTF-8), a uint32 record count and the
+records (``struct`` format, little endian): ``timestamp`` (perf_counter ns), ``episode``, ``frame``, the
+action (one int64, or the bytes of ``action_dims`` float32 for a box task), ``reward``, ``cumulative``,
+``latency``, ``env``, ``busy`` (ns), ``mem_mb``, ``interval`` (ns since the previous frame's start),
+``deadline_miss``, ``lateness`` (ns; 0 uncapped). A block cut short by a kill yields its whole records and
+ends the file.
 """
 
 from __future__ import annotations
@@ -76,26 +77,32 @@ class FrameLogError(ValueError):
     """The file is not a NeuroQuant frame log (or its header is damaged)."""
 
 
-def _fields(action_dims: int | None) -> list[tuple[str, str]]:
-    """A record's fields as ``(name, struct code)``: ``q`` int64, ``d`` float64, ``B`` uint8."""
-    action = [("action", "q")] if action_dims is None else [(f"action_{i}", "d") for i in range(action_dims)]
+def _fields(action_dims: int | None) -> list[tuple[str, str, Any]]:
+    """A record's fields as ``(name, struct code, numpy type)``. A box action is its float32 values' bytes
+    (``ndarray.tobytes``: ~0.3 µs a frame less to pack than the values one by one)."""
+    if action_dims is None:
+        action = ("action", "q", "<i8")
+    else:
+        action = ("action", f"{4 * action_dims}s", ("<f4", (action_dims,)))
     return [
-        ("timestamp", "q"), ("episode", "q"), ("frame", "q"), *action, ("reward", "d"), ("cumulative", "d"),
-        ("latency", "q"), ("env", "q"), ("busy", "q"), ("mem_mb", "d"), ("interval", "q"),
-        ("deadline_miss", "B"), ("lateness", "q"),
+        ("timestamp", "q", "<i8"), ("episode", "q", "<i8"), ("frame", "q", "<i8"), action,
+        ("reward", "d", "<f8"), ("cumulative", "d", "<f8"), ("latency", "q", "<i8"), ("env", "q", "<i8"),
+        ("busy", "q", "<i8"), ("mem_mb", "d", "<f8"), ("interval", "q", "<i8"), ("deadline_miss", "B", "u1"),
+        ("lateness", "q", "<i8"),
     ]  # fmt: skip
 
 
 def record_format(action_dims: int | None) -> str:
     """The ``struct`` format of one record (little endian, no padding); ``action_dims`` None: a discrete
-    action (one int64), else that many float64."""
-    return "<" + "".join(code for _, code in _fields(action_dims))
+    action (one int64), else that many float32 as bytes."""
+    return "<" + "".join(code for _, code, _ in _fields(action_dims))
 
 
 def record_dtype(action_dims: int | None) -> np.dtype:
     """The same record as a numpy structured dtype, to read a block's columns without a tuple per frame."""
-    numpy_type = {"q": "<i8", "d": "<f8", "B": "u1"}
-    return np.dtype([(name, numpy_type[code]) for name, code in _fields(action_dims)])
+    return np.dtype(
+        [(name, *kind) if isinstance(kind, tuple) else (name, kind) for name, _, kind in _fields(action_dims)]
+    )
 
 
 class FrameLog:
@@ -121,8 +128,15 @@ class FrameLog:
         pack = self.record.pack
         if self.action_dims is None:
             records = b"".join([pack(*row) for row in rows])
-        else:  # the action is the clipped array: its values go inline
-            records = b"".join([pack(*row[:3], *row[3].ravel().tolist(), *row[4:]) for row in rows])
+        else:  # the action is the clipped array: its float32 bytes go inline
+            if rows[0][3].dtype != np.float32:  # a backend's outputs, not float32: converted once a block
+                rows = [(*row[:3], row[3].astype(np.float32), *row[4:]) for row in rows]
+            records = b"".join(
+                [
+                    pack(t0, ep, fr, a.tobytes(), r, cum, lat, env, busy, mem, iv, miss, late)
+                    for t0, ep, fr, a, r, cum, lat, env, busy, mem, iv, miss, late in rows
+                ]
+            )
         name = artifact.encode()
         self.file.write(_BLOCK_HEAD.pack(BLOCK, len(name)) + name + _COUNT.pack(len(rows)) + records)
 
@@ -226,9 +240,9 @@ def _format(records: list[tuple], name: str, dims: int | None, offset_ns: int) -
     nan = float("nan")
     if dims is None:
         rows = records
-    else:  # the action's values back into one ";"-joined field
-        end = 3 + dims
-        rows = [(*r[:3], ";".join([f"{v:.6g}" for v in r[3:end]]), *r[end:]) for r in records]
+    else:  # the action's float32 values back into one ";"-joined field
+        values = struct.Struct(f"<{dims}f").unpack
+        rows = [(*r[:3], ";".join([f"{v:.6g}" for v in values(r[3])]), *r[4:]) for r in records]
     text = "".join(
         [
             fmt

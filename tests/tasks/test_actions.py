@@ -45,6 +45,22 @@ def test_a_non_finite_output_raises(bad: float, kind: str, box: TaskSpec) -> Non
         tasks.select_actions(spec, out)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_one_output_per_frame_is_clipped_like_the_batch_and_refused_when_not_finite(
+    bad: float, box: TaskSpec
+) -> None:
+    low, high = tasks.action_bounds(box)
+    rng = np.random.default_rng(0)
+    for out in rng.normal(0.0, 3.0, size=(50, 2)).astype(np.float32):
+        np.testing.assert_array_equal(tasks.clip_action(out, low, high), np.clip(out, low, high))
+    with pytest.raises(tasks.NonFiniteAction, match=r"the network returned \[0.5, (nan|inf|-inf)\]"):
+        tasks.clip_action(np.array([0.5, bad], np.float32), low, high)
+    with pytest.raises(tasks.NonFiniteAction):  # +inf and −inf: their sum is NaN
+        tasks.clip_action(np.array([np.inf, -np.inf], np.float32), low, high)
+    huge = np.array([1e308, 1e308])  # finite, though their float sum overflows: clipped, not refused
+    np.testing.assert_array_equal(tasks.clip_action(huge, low, high), high)
+
+
 @pytest.mark.parametrize("shape", [(3,), (4, 2), (4, 3, 1)])
 def test_outputs_of_the_wrong_shape_are_refused(shape: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match=r"expected network outputs of shape \[N, 3\]"):
