@@ -191,7 +191,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         env_step.append(bare_step(plan, args.bare_calls))
         cpu0 = time.process_time()
         loop.append(run_session(base, plan, backend))
-        # Frames per CPU-second: what one uncontended core would sustain; robust to a loaded machine.
+        # Frames per CPU-second: what one uncontended core would sustain (the CSV written after the loop
+        # included); robust to a loaded machine.
         cpu_fps.append(loop[-1]["frames"] / max(1e-9, time.process_time() - cpu0))
 
     def med(rows: list[dict[str, Any]], *keys: str) -> float:
