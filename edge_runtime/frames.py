@@ -2,12 +2,12 @@
 the session ends.
 
 Why binary first: formatting one 13-column CSV row costs CPython 1.1–1.7 µs, packing the same values into a
-record ~0.15 µs. Either happens at a flush, off the frame itself, but an uncapped loop pays every µs of it in
-frame rate: on CartPole (a ~14 µs frame) the text log alone was 12 % of the frame and kept the loop under
-0.8 × 1 / (bare env step + bare inference) (docs/edge-loop.md). Flight controllers log the same way (binary
-on board, text on the ground). The text is still written, in the same process, once the loop has stopped
-(``csv_write_s`` in the session JSON says what it cost), so a finished, stopped or crashed session leaves the
-same ``session_<N>.csv`` as before.
+record and writing it 0.3–0.45 µs. Either happens at a flush, off the frame itself, but an uncapped loop pays
+every µs of it in frame rate: on CartPole (a ~14 µs frame) the text log alone was 12 % of the frame and kept
+the loop under 0.8 × 1 / (bare env step + bare inference) (docs/edge-loop.md). Flight controllers log the same
+way (binary on board, text on the ground). The text is still written, in the same process, once the loop has
+stopped (``csv_write_s`` in the session JSON says what it cost), so a finished, stopped or crashed session
+leaves the same ``session_<N>.csv`` as before.
 
 ``session_<N>.frames`` holds every flushed frame: a kill loses at most ``--flush-s`` of frames, as the CSV
 did. After a hard kill (SIGKILL, power loss) the CSV has only its header; ``python -m edge_runtime.frames
@@ -210,7 +210,8 @@ def _csv_pieces(header: dict[str, Any], name: str, data: bytes) -> Iterator[str]
 def finish(path: Path, out: TextIO, columns: tuple[str, ...]) -> tuple[dict[str, np.ndarray], str | None]:
     """What a session does with its frame log when the loop has stopped, in one pass: the CSV rows to
     ``out``, and ``columns`` of every record for its summary (``interval``: every frame but the first).
-    Returns ``(columns, error)``: a failed write (a full disk) stops the CSV, not the reading.
+    Returns ``(columns, error)``: a failed write (a full disk) stops the CSV, not the reading; a damaged
+    block stops both there.
 
     The columns are filled in place, sized from the file (8 bytes a frame each): a long session's summary
     costs no more than that at its end."""
@@ -220,18 +221,21 @@ def finish(path: Path, out: TextIO, columns: tuple[str, ...]) -> tuple[dict[str,
     gathered = {name: np.empty(most, np.int64) for name in columns}
     filled = dict.fromkeys(columns, 0)
     error = None
-    for header, name, data in read_blocks(path):
-        block = np.frombuffer(data, dtype=record_dtype(header["action_dims"]))
-        for column, values in gathered.items():
-            part = block[column][block["frame"] > 0] if column == "interval" else block[column]
-            values[filled[column] : filled[column] + len(part)] = part
-            filled[column] += len(part)
-        if error is None:
-            try:
-                for text in _csv_pieces(header, name, data):
-                    out.write(text)
-            except OSError as err:
-                error = f"{type(err).__name__}: {err}"
+    try:
+        for header, name, data in read_blocks(path):
+            block = np.frombuffer(data, dtype=record_dtype(header["action_dims"]))
+            for column, values in gathered.items():
+                part = block[column][block["frame"] > 0] if column == "interval" else block[column]
+                values[filled[column] : filled[column] + len(part)] = part
+                filled[column] += len(part)
+            if error is None:
+                try:
+                    for text in _csv_pieces(header, name, data):
+                        out.write(text)
+                except OSError as err:
+                    error = f"{type(err).__name__}: {err}"
+    except FrameLogError as err:  # the summary still counts the blocks before the damage
+        error = error or str(err)
     return {name: values[: filled[name]] for name, values in gathered.items()}, error
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import struct
@@ -86,6 +87,17 @@ def test_a_block_cut_by_a_kill_keeps_its_whole_records(tmp_path: Path) -> None:
     ]
     assert [len(b) for b in blocks] == [3, 2]
     assert blocks[1]["frame"].tolist() == [3, 4] and blocks[1]["action"].tolist() == [1, 1]
+
+
+def test_finish_stops_at_a_damaged_block_and_keeps_what_came_before(tmp_path: Path) -> None:
+    path = tmp_path / "d.frames"
+    log = FrameLog(path, None, epoch_offset_ns=0)
+    log.write([_row(i, 0) for i in range(3)], "float/onnx")
+    log.close()
+    with open(path, "ab") as f:
+        f.write(b"garbage that is no block")
+    columns, error = finish(path, io.StringIO(), ("latency",))
+    assert error is not None and "damaged block" in error and len(columns["latency"]) == 3
 
 
 def test_a_file_that_is_not_a_frame_log_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
