@@ -193,11 +193,11 @@ def _loop(cell: ModelCell, fps: float, episodes: int, max_frames: int) -> dict[s
     cfg = dataclasses.replace(cell.session_config, fps=fps, episodes=episodes, max_frames=max_frames)
     session = Session(cfg, dataclasses.replace(cell.plan, fps=fps), cell.backend)
     result = session.run()
-    row = summarize_ns(session.sorted_ns("latency"))
+    row = summarize_ns(session.histogram("latency"))
     row["loop_fps"] = result.summary["fps"]["mean"]
     if fps > 0:
         row["deadline_misses"] = result.summary["deadline_misses"]
-        row["lateness_p99_us"] = quantile_us(session.sorted_ns("lateness"), 99)
+        row["lateness_p99_us"] = quantile_us(session.histogram("lateness"), 99)
     row.update(cell.evaluation())
     if result.stop_reason != "completed":
         row.update(status="failed", reason=f"session {result.number} stopped: {result.stop_reason}")

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.stats import Histogram
+
 #: Accepted chance that no sample lies beyond the quantile (1 − 0.99**662 ≈ 0.9987).
 _TAIL_MISS = 0.0013
 #: Calls between two checks of the stop conditions: keeps the clock reads out of the timed region.
@@ -27,25 +29,34 @@ def min_samples(q: float) -> int:
     return math.ceil(math.log(_TAIL_MISS) / math.log(q / 100.0))
 
 
-def quantile_us(ns: np.ndarray, q: float) -> float | None:
-    """The ``q``-th percentile in µs, or None when the sample is too small to support it."""
-    if ns.size < min_samples(q):
+def quantile_us(ns: np.ndarray | Histogram, q: float) -> float | None:
+    """The ``q``-th percentile in µs of per-call times in ns (an array, or a session's
+    :class:`~edge_runtime.stats.Histogram`), or None when the sample is too small to support it."""
+    if isinstance(ns, Histogram):
+        size, value = ns.count, ns.percentile
+    else:
+        size, value = ns.size, lambda q: float(np.percentile(ns, q))
+    if size < min_samples(q):
         return None
-    return round(float(np.percentile(ns, q)) / 1e3, 3)
+    return round(value(q) / 1e3, 3)
 
 
-def summarize_ns(ns: np.ndarray) -> dict[str, Any]:
+def summarize_ns(ns: np.ndarray | Histogram) -> dict[str, Any]:
     """Row fields ``iterations, lat_p50_us … lat_std_us`` of per-call times in ns (empty where too few)."""
-    ns = np.asarray(ns, dtype=np.int64)
-    out: dict[str, Any] = {"iterations": int(ns.size)}
+    if not isinstance(ns, Histogram):
+        ns = np.asarray(ns, dtype=np.int64)
+    size = ns.count if isinstance(ns, Histogram) else int(ns.size)
+    out: dict[str, Any] = {"iterations": size}
     for q, key in ((50, "lat_p50_us"), (90, "lat_p90_us"), (99, "lat_p99_us"), (99.9, "lat_p999_us")):
         out[key] = quantile_us(ns, q)
-    if ns.size:
-        us = ns / 1e3
+    if size:
+        high, mean, std = (
+            (ns.max, ns.mean, ns.std) if isinstance(ns, Histogram) else (ns.max(), ns.mean(), ns.std())
+        )
         out.update(
-            lat_max_us=round(float(us.max()), 3),
-            lat_mean_us=round(float(us.mean()), 3),
-            lat_std_us=round(float(us.std()), 3),
+            lat_max_us=round(float(high) / 1e3, 3),
+            lat_mean_us=round(float(mean) / 1e3, 3),
+            lat_std_us=round(float(std) / 1e3, 3),
         )
     return out
 

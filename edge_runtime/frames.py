@@ -37,6 +37,7 @@ import numpy as np
 
 from common.cli import ExampleFormatter
 from common.fileio import atomic_write
+from edge_runtime.stats import Histogram
 
 CSV_COLUMNS = (
     "timestamp_ns",
@@ -207,27 +208,18 @@ def _csv_pieces(header: dict[str, Any], name: str, data: bytes) -> Iterator[str]
         yield _format(records, name, header["action_dims"], header["epoch_offset_ns"])
 
 
-def finish(path: Path, out: TextIO, columns: tuple[str, ...]) -> tuple[dict[str, np.ndarray], str | None]:
+def finish(path: Path, out: TextIO, columns: tuple[str, ...]) -> tuple[dict[str, Histogram], str | None]:
     """What a session does with its frame log when the loop has stopped, in one pass: the CSV rows to
-    ``out``, and ``columns`` of every record for its summary (``interval``: every frame but the first).
-    Returns ``(columns, error)``: a failed write (a full disk) stops the CSV, not the reading; a damaged
-    block stops both there.
-
-    The columns are filled in place, sized from the file (8 bytes a frame each): a long session's summary
-    costs no more than that at its end."""
-    with open(path, "rb") as f:
-        header = read_header(f, path)
-    most = max(0, path.stat().st_size // struct.calcsize(header["struct"]))
-    gathered = {name: np.empty(most, np.int64) for name in columns}
-    filled = dict.fromkeys(columns, 0)
+    ``out``, and a :class:`~edge_runtime.stats.Histogram` of each of ``columns`` for its summary
+    (``interval``: every frame but the first). Returns ``(histograms, error)``: a failed write (a full disk)
+    stops the CSV, not the reading; a damaged block stops both there. Memory: one block at a time."""
+    histograms = {name: Histogram() for name in columns}
     error = None
     try:
         for header, name, data in read_blocks(path):
             block = np.frombuffer(data, dtype=record_dtype(header["action_dims"]))
-            for column, values in gathered.items():
-                part = block[column][block["frame"] > 0] if column == "interval" else block[column]
-                values[filled[column] : filled[column] + len(part)] = part
-                filled[column] += len(part)
+            for column, histogram in histograms.items():
+                histogram.add(block[column][block["frame"] > 0] if column == "interval" else block[column])
             if error is None:
                 try:
                     for text in _csv_pieces(header, name, data):
@@ -236,7 +228,7 @@ def finish(path: Path, out: TextIO, columns: tuple[str, ...]) -> tuple[dict[str,
                     error = f"{type(err).__name__}: {err}"
     except FrameLogError as err:  # the summary still counts the blocks before the damage
         error = error or str(err)
-    return {name: values[: filled[name]] for name, values in gathered.items()}, error
+    return histograms, error
 
 
 def _format(records: list[tuple], name: str, dims: int | None, offset_ns: int) -> str:

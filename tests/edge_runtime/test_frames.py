@@ -53,7 +53,7 @@ def test_discrete_and_box_rows_come_back_as_the_session_csv(tmp_path: Path) -> N
     assert next(csv_text(tmp_path / "b.frames")).split(",")[3] == "0.5;-1;2;0.125"  # row-major
 
 
-def test_finish_gathers_the_summary_columns_even_when_the_csv_cannot_be_written(tmp_path: Path) -> None:
+def test_finish_gathers_the_summary_figures_even_when_the_csv_cannot_be_written(tmp_path: Path) -> None:
     log = FrameLog(tmp_path / "s.frames", None, epoch_offset_ns=0)
     log.write([_row(i, 0, late=10 * i) for i in range(5)], "float/onnx")
     log.close()
@@ -64,9 +64,10 @@ def test_finish_gathers_the_summary_columns_even_when_the_csv_cannot_be_written(
 
     columns, error = finish(tmp_path / "s.frames", FullDisk(), ("latency", "lateness", "interval"))  # type: ignore[arg-type]
     assert error is not None and "No space left" in error
-    assert list(columns["latency"]) == [4123] * 5
-    assert list(columns["lateness"]) == [0, 10, 20, 30, 40]
-    assert list(columns["interval"]) == [1_000_000] * 4  # the first frame has no previous one
+    latency, lateness, interval = (columns[k] for k in ("latency", "lateness", "interval"))
+    assert latency.count == 5 and latency.min == latency.max == 4123
+    assert lateness.count == 5 and (lateness.min, lateness.max, lateness.mean) == (0, 40, 20)
+    assert interval.count == 4 and interval.min == 1_000_000  # the first frame has no previous one
 
 
 @pytest.mark.parametrize("dims", [None, 1, 6])
@@ -97,7 +98,7 @@ def test_finish_stops_at_a_damaged_block_and_keeps_what_came_before(tmp_path: Pa
     with open(path, "ab") as f:
         f.write(b"garbage that is no block")
     columns, error = finish(path, io.StringIO(), ("latency",))
-    assert error is not None and "damaged block" in error and len(columns["latency"]) == 3
+    assert error is not None and "damaged block" in error and columns["latency"].count == 3
 
 
 def test_a_file_that_is_not_a_frame_log_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -82,9 +82,11 @@ def test_uncapped_session_writes_the_design_csv_and_json(
     assert 0.9 <= s["returns"]["oracle_ratio"] <= 1.0 + 1e-9
     assert df["deadline_miss"].sum() == 0 and pd.isna(df["fps"].iloc[0]) and (df["fps"].iloc[1:] > 0).all()
     assert (df["latency_ms"] > 0).all() and (df["frame_ms"] >= df["latency_ms"]).all()
-    # The summary's percentiles (computed without np.percentile, see session.percentile) are numpy's.
+    # The summary's percentiles (edge_runtime.stats: fixed memory, 0.05 % buckets) are numpy's to that.
     for key, q in (("p50", 50), ("p99", 99), ("p99.9", 99.9)):
-        assert s["latency_us"][key] == pytest.approx(np.percentile(df["latency_ms"] * 1e3, q), abs=2e-3)
+        exact = np.percentile(df["latency_ms"] * 1e3, q)
+        assert s["latency_us"][key] == pytest.approx(exact, rel=5e-4, abs=2e-3)
+    assert s["latency_us"]["max"] == pytest.approx(df["latency_ms"].max() * 1e3, abs=2e-3)
 
 
 def test_same_seed_same_episodes(manifest_path: Path, tmp_path: Path) -> None:
