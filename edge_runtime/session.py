@@ -265,7 +265,7 @@ class Session:
         previous_handlers = self._install_signal_handlers()
         window = None
         self.columns: dict[str, Histogram] = {}
-        """The frame log's latency, lateness and interval columns, read back when the session ends."""
+        """Histograms of the frame log's latency, lateness and interval, read back when the session ends."""
         self.episode_stats: list[tuple[float, bool | None, int, float | None]] = []
         self.frames = 0
         self.misses = 0
