@@ -11,11 +11,11 @@ import os
 import re
 from pathlib import Path
 
-_SESSION_FILE = re.compile(r"^session_(\d+)\.(csv|json)$")
+_SESSION_FILE = re.compile(r"^session_(\d+)\.(csv|json|frames)$")
 
 
 def highest_session(out_dir: Path) -> int:
-    """The largest ``N`` among ``session_<N>.csv``/``.json`` in ``out_dir`` (0 if none)."""
+    """The largest ``N`` among ``session_<N>.csv``/``.json``/``.frames`` in ``out_dir`` (0 if none)."""
     best = 0
     if out_dir.is_dir():
         for entry in os.scandir(out_dir):
@@ -35,8 +35,8 @@ def claim_session(out_dir: str | Path, max_tries: int = 10_000) -> tuple[int, Pa
     n = highest_session(out_dir) + 1
     for _ in range(max_tries):
         path = out_dir / f"session_{n}.csv"
-        # A leftover JSON without its CSV still owns its number.
-        if not (out_dir / f"session_{n}.json").exists():
+        # A leftover JSON or frame log without its CSV still owns its number.
+        if not any((out_dir / f"session_{n}.{kind}").exists() for kind in ("json", "frames")):
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:

@@ -126,8 +126,10 @@ def test_session_numbers_are_unique_under_a_race(tmp_path: Path) -> None:
     assert highest_session(tmp_path) == 75
 
 
-def test_a_leftover_json_keeps_its_number(tmp_path: Path) -> None:
-    (tmp_path / "session_4.json").write_text("{}")
+@pytest.mark.parametrize("leftover", ["session_4.json", "session_4.frames"])
+def test_a_leftover_json_or_frame_log_keeps_its_number(tmp_path: Path, leftover: str) -> None:
+    """A frame log whose CSV was deleted is still a session's record (python -m edge_runtime.frames)."""
+    (tmp_path / leftover).write_text("{}")
     number, path, fd = claim_session(tmp_path)
     os.close(fd)
     assert number == 5 and path.name == "session_5.csv"
