@@ -32,27 +32,24 @@ def min_samples(q: float) -> int:
 def quantile_us(ns: np.ndarray | Histogram, q: float) -> float | None:
     """The ``q``-th percentile in µs of per-call times in ns (an array, or a session's
     :class:`~edge_runtime.stats.Histogram`), or None when the sample is too small to support it."""
-    if isinstance(ns, Histogram):
-        size, value = ns.count, ns.percentile
-    else:
-        size, value = ns.size, lambda q: float(np.percentile(ns, q))
-    if size < min_samples(q):
+    histogram = isinstance(ns, Histogram)
+    if (ns.count if histogram else ns.size) < min_samples(q):
         return None
-    return round(value(q) / 1e3, 3)
+    return round(float(ns.percentile(q) if histogram else np.percentile(ns, q)) / 1e3, 3)
 
 
 def summarize_ns(ns: np.ndarray | Histogram) -> dict[str, Any]:
     """Row fields ``iterations, lat_p50_us … lat_std_us`` of per-call times in ns (empty where too few)."""
-    if not isinstance(ns, Histogram):
+    if isinstance(ns, Histogram):
+        size, high, mean, std = ns.count, ns.max, ns.mean, ns.std
+    else:
         ns = np.asarray(ns, dtype=np.int64)
-    size = ns.count if isinstance(ns, Histogram) else int(ns.size)
+        size = int(ns.size)
+        high, mean, std = (ns.max(), ns.mean(), ns.std()) if size else (None, None, None)
     out: dict[str, Any] = {"iterations": size}
     for q, key in ((50, "lat_p50_us"), (90, "lat_p90_us"), (99, "lat_p99_us"), (99.9, "lat_p999_us")):
         out[key] = quantile_us(ns, q)
     if size:
-        high, mean, std = (
-            (ns.max, ns.mean, ns.std) if isinstance(ns, Histogram) else (ns.max(), ns.mean(), ns.std())
-        )
         out.update(
             lat_max_us=round(float(high) / 1e3, 3),
             lat_mean_us=round(float(mean) / 1e3, 3),

@@ -25,6 +25,7 @@ ends the file.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import struct
 import sys
@@ -99,6 +100,7 @@ def record_format(action_dims: int | None) -> str:
     return "<" + "".join(code for _, code, _ in _fields(action_dims))
 
 
+@functools.cache
 def record_dtype(action_dims: int | None) -> np.dtype:
     """The same record as a numpy structured dtype, to read a block's columns without a tuple per frame."""
     return np.dtype(
@@ -110,7 +112,6 @@ class FrameLog:
     """Appends blocks of session rows (the loop's tuples) to ``path``; one ``write`` per block."""
 
     def __init__(self, path: Path, action_dims: int | None, epoch_offset_ns: int) -> None:
-        self.path = path
         self.action_dims = action_dims
         self.record = struct.Struct(record_format(action_dims))
         self.file: BinaryIO = open(path, "xb")
